@@ -1,0 +1,1 @@
+"""The `infinistar` command line: parsing, validation, progress and messages only."""
