@@ -1,0 +1,416 @@
+"""Reading and writing media: MP4 (H.264 via PyAV) and PNG (Pillow).
+
+Writes are atomic: data goes to a hidden temp file in the target directory, is fsynced, then
+renamed into place, so an interrupted run never leaves a half-written output (or a temp file).
+Generation metadata (a JSON-able dict) is stored three ways: in the file itself (MP4 `comment`
+tag, PNG iTXt chunk `infinistar`) and in a `<file>.json` sidecar next to it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from engine import __version__
+from engine.errors import MediaError, OutputExistsError, OutputPathError
+
+VIDEO_SUFFIX = ".mp4"
+IMAGE_SUFFIX = ".png"
+PNG_METADATA_KEY = "infinistar"
+MP4_METADATA_TAG = "comment"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """`clip.mp4` -> `clip.mp4.json` (keeps `clip.mp4` and `clip.png` sidecars apart)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def check_output_path(path: str | Path, *, video: bool, overwrite: bool = False) -> Path:
+    """Raise if `path` has the wrong suffix for the content, is a directory, or exists."""
+    path = Path(path)
+    expected = VIDEO_SUFFIX if video else IMAGE_SUFFIX
+    if path.suffix.lower() != expected:
+        kind = "a video" if video else "an image"
+        raise OutputPathError(f"{path}: {kind} is written as {expected}, so the name must end in {expected}")
+    if path.is_dir():
+        raise OutputPathError(f"{path} is a directory")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; not overwriting it")
+    return path
+
+
+def prepare_output_dir(directory: str | Path) -> Path:
+    """Create `directory` (with parents) and check that files can be created in it."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"cannot create output directory {directory}: {error.strerror or error}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputPathError(f"output directory {directory} is not writable")
+    return directory
+
+
+def _file_mode() -> int:
+    """Permissions a plain open() would give (mkstemp makes 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:  # some platforms cannot open directories; the data itself is synced
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+class _Staged:
+    """A temp file next to `path` that becomes `path` on commit() or disappears on discard()."""
+
+    def __init__(self, path: str | Path, overwrite: bool) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        prepare_output_dir(self.path.parent)
+        if self.path.exists() and not overwrite:
+            raise OutputExistsError(f"{self.path} already exists; not overwriting it")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        except OSError as error:
+            raise OutputPathError(f"cannot write in {self.path.parent}: {error.strerror or error}") from None
+        os.close(fd)
+        self.tmp = Path(tmp)
+        os.chmod(self.tmp, _file_mode())
+
+    def commit(self) -> Path:
+        _fsync_path(self.tmp)
+        if self.overwrite:
+            os.replace(self.tmp, self.path)
+        else:
+            # link() refuses to replace an existing file: no-clobber even if one appeared meanwhile.
+            try:
+                os.link(self.tmp, self.path)
+            except FileExistsError:
+                raise OutputExistsError(f"{self.path} already exists; not overwriting it") from None
+            except OSError:  # filesystem without hard links
+                if self.path.exists():
+                    raise OutputExistsError(f"{self.path} already exists; not overwriting it") from None
+                os.replace(self.tmp, self.path)
+            else:
+                os.unlink(self.tmp)
+        _fsync_path(self.path.parent, directory=True)
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def _metadata_json(metadata: dict) -> str:
+    return json.dumps(metadata, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _write_sidecar(path: Path, metadata: dict) -> None:
+    staged = _Staged(sidecar_path(path), overwrite=True)  # the sidecar follows its media file
+    try:
+        staged.tmp.write_text(_metadata_json(metadata) + "\n", encoding="utf-8")
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+
+
+def _as_frames(frames: Any) -> np.ndarray:
+    """uint8 [T, H, W, 3] numpy view of a torch tensor or array."""
+    if hasattr(frames, "detach"):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    return np.ascontiguousarray(frames)
+
+
+class VideoWriter:
+    """Streaming H.264 MP4 writer: feed uint8 chunks [t, H, W, 3], then close() to publish the file.
+
+    Used as a context manager, an exception (or Ctrl-C) inside the block discards everything.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: int | float | Fraction,
+        *,
+        metadata: Optional[dict] = None,
+        overwrite: bool = False,
+        crf: int = 18,
+    ) -> None:
+        import av
+
+        self.path = check_output_path(path, video=True, overwrite=overwrite)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.crf = crf
+        self.metadata = dict(metadata or {})
+        self.frames_written = 0
+        self._stream = None
+        self._staged = _Staged(self.path, overwrite)
+        try:
+            # faststart moves the index to the front so players can start before the end arrives.
+            self._container = av.open(str(self._staged.tmp), "w", format="mp4", options={"movflags": "+faststart"})
+            self._container.metadata[MP4_METADATA_TAG] = _metadata_json(self.metadata)
+            if self.metadata.get("prompt"):
+                self._container.metadata["title"] = str(self.metadata["prompt"])
+        except BaseException:
+            self._staged.discard()
+            raise
+
+    def _open_stream(self, height: int, width: int) -> None:
+        if height % 2 or width % 2:
+            raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
+        stream = self._container.add_stream("libx264", rate=self.fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(self.crf)}
+        self._stream = stream
+
+    def write(self, chunk: Any) -> None:
+        """Encode frames [t, H, W, 3] uint8 (torch or numpy)."""
+        import av
+
+        frames = _as_frames(chunk)
+        if self._stream is None:
+            self._open_stream(frames.shape[1], frames.shape[2])
+        elif (frames.shape[1], frames.shape[2]) != (self._stream.height, self._stream.width):
+            raise ValueError(f"frame size changed mid-video: {frames.shape[1:3]}")
+        for frame in frames:
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                self._container.mux(packet)
+        self.frames_written += len(frames)
+
+    def close(self) -> Path:
+        """Flush, publish the file atomically and write the sidecar. Returns the path."""
+        try:
+            if self._stream is None:
+                raise ValueError("no frames were written")
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._staged.commit()
+        except BaseException:
+            self.abort()
+            raise
+        _write_sidecar(self.path, self.metadata)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        try:
+            self._container.close()
+        except Exception:  # a broken container is being thrown away anyway
+            pass
+        self._staged.discard()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_mp4(
+    frames: Any, path: str | Path, fps: int | float, *, metadata: Optional[dict] = None,
+    overwrite: bool = False, crf: int = 18,
+) -> Path:
+    """Write uint8 frames [T, H, W, 3] as an H.264 MP4 (yuv420p, constant `fps`, quality `crf`)."""
+    with VideoWriter(path, fps, metadata=metadata, overwrite=overwrite, crf=crf) as writer:
+        writer.write(frames)
+    return writer.path
+
+
+def write_png(frame: Any, path: str | Path, *, metadata: Optional[dict] = None, overwrite: bool = False) -> Path:
+    """Write one uint8 frame [H, W, 3] (or [1, H, W, 3]) as PNG with metadata text chunks."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    path = check_output_path(path, video=False, overwrite=overwrite)
+    array = _as_frames(frame[None] if np.ndim(frame) == 3 else frame)
+    if array.shape[0] != 1:
+        raise ValueError(f"a PNG holds one frame, got {array.shape[0]}")
+    metadata = dict(metadata or {})
+    info = PngInfo()
+    info.add_itxt(PNG_METADATA_KEY, _metadata_json(metadata))
+    info.add_text("Software", f"infinistar {__version__}")
+    if metadata.get("prompt"):
+        info.add_itxt("Description", str(metadata["prompt"]))
+    staged = _Staged(path, overwrite)
+    try:
+        with open(staged.tmp, "wb") as handle:
+            Image.fromarray(array[0], "RGB").save(handle, format="PNG", pnginfo=info)
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    _write_sidecar(path, metadata)
+    return path
+
+
+def write_result(result: Any, path: str | Path, overwrite: bool = False, crf: int = 18) -> Path:
+    """Write a pipeline Result: MP4 when it has several frames, PNG for a single one."""
+    frames = _as_frames(result.frames)
+    video = frames.shape[0] > 1
+    check_output_path(path, video=video, overwrite=overwrite)
+    if video:
+        return write_mp4(frames, path, result.fps, metadata=result.metadata, overwrite=overwrite, crf=crf)
+    return write_png(frames, path, metadata=result.metadata, overwrite=overwrite)
+
+
+def _require_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path} is not a file")
+    if not os.access(path, os.R_OK):
+        raise MediaError(f"{path} is not readable")
+    return path
+
+
+def _is_image(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    # Known still-image signatures: PNG, JPEG, GIF, BMP, WebP (RIFF....WEBP), TIFF.
+    return (
+        head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*"))
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    )
+
+
+def _open_video(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as error:
+        raise MediaError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path} has no video stream")
+    return container
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Generation metadata stored in `path` (falling back to its sidecar); {} when there is none."""
+    path = _require_file(path)
+    text = None
+    if _is_image(path):
+        image = _open_image(path)
+        text = getattr(image, "text", {}).get(PNG_METADATA_KEY)
+    else:
+        with _open_video(path) as container:
+            text = container.metadata.get(MP4_METADATA_TAG)
+    for candidate in (text, _read_sidecar(path)):
+        if candidate:
+            try:
+                value = json.loads(candidate)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return {}
+
+
+def _read_sidecar(path: Path) -> Optional[str]:
+    try:
+        return sidecar_path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def media_info(path: str | Path) -> dict:
+    """Basic facts about a media file: kind, width, height, and for videos frames/fps/duration/codec."""
+    path = _require_file(path)
+    if _is_image(path):
+        image = _open_image(path)
+        return {"kind": "image", "format": image.format, "width": image.width, "height": image.height,
+                "mode": image.mode}
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate) if stream.average_rate else None
+        frames = stream.frames or None
+        duration = container.duration / 1_000_000 if container.duration else None
+        return {"kind": "video", "format": container.format.name, "width": stream.codec_context.width,
+                "height": stream.codec_context.height, "frames": frames, "fps": fps, "duration": duration,
+                "codec": stream.codec_context.name}
+
+
+def read_video(path: str | Path):
+    """All frames of a video as a torch uint8 tensor [T, H, W, 3] (RGB) and its frame rate."""
+    import av
+    import torch
+
+    path = _require_file(path)
+    container = _open_video(path)
+    try:
+        stream = container.streams.video[0]
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        fps = float(stream.average_rate) if stream.average_rate else None
+    except av.error.FFmpegError as error:
+        raise MediaError(f"cannot decode {path}: {getattr(error, 'strerror', None) or error}") from None
+    finally:
+        container.close()
+    if not frames:
+        raise MediaError(f"{path} contains no decodable frames")
+    return torch.from_numpy(np.stack(frames)), fps
+
+
+def _open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise MediaError(f"cannot read image {path}: {error}") from None
+    return image
+
+
+def read_image(path: str | Path):
+    """An image as a torch uint8 tensor [H, W, 3] (RGB).
+
+    EXIF rotation is applied; transparency is composited onto white; 16-bit and palette
+    images are converted.
+    """
+    import torch
+    from PIL import Image, ImageOps
+
+    path = _require_file(path)
+    image = ImageOps.exif_transpose(_open_image(path))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Pillow's RGB conversion clips 16-bit values at 255; scale them to 8 bits instead.
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode != "F" else max(float(values.max()), 1.0)
+        image = Image.fromarray(np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
