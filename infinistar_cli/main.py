@@ -1,10 +1,114 @@
 """Click entry point. Commands stay thin: they validate, build a request and render events."""
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Optional
+
 import click
+from click.core import ParameterSource
 
 from engine import __version__
+from engine.errors import InfinistarError
+from infinistar_cli.config import CONFIG_ENV, configurable, convert_value, load_default_map, option
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+EXIT_INTERRUPTED = 130
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@dataclass(frozen=True)
+class Settings:
+    """Global options, shared with every command through `ctx.obj`."""
+
+    device: str = "auto"
+    quiet: bool = False
+    verbose: bool = False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"Error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+class InfinistarGroup(click.Group):
+    """A group that turns every failure into one `Error: ...` line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except InfinistarError as error:
+            raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as error:  # a bug: short message, traceback only when asked for
+            if ctx.obj.verbose if isinstance(ctx.obj, Settings) else ctx.params.get("verbose"):
+                traceback.print_exc()
+                hint = ""
+            else:
+                hint = " (run with --verbose for the traceback)"
+            _fail(f"unexpected {type(error).__name__}: {error}{hint}")
+
+    def main(self, args: Optional[list[str]] = None, prog_name: Optional[str] = None, **extra: Any) -> Any:
+        standalone = extra.pop("standalone_mode", True)
+        try:
+            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.UsageError as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            if not standalone:
+                raise
+            _fail(error.format_message() + hint, error.exit_code)
+        except click.ClickException as error:
+            if not standalone:
+                raise
+            _fail(error.format_message(), error.exit_code)
+        except click.Abort:
+            if not standalone:
+                raise
+            _fail("interrupted", EXIT_INTERRUPTED)
+        if not standalone:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=InfinistarGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="infinistar")
-def cli() -> None:
-    """Run InfinityStar text/image-to-video generation locally."""
+@option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+        help="Where to run the model.")
+@option("--quiet", "-q", is_flag=True, help="Print nothing but results and errors.")
+@option("--verbose", "-v", is_flag=True, help="Print every progress event; tracebacks for bugs.")
+@click.option("--config", "config_file", metavar="FILE", envvar=CONFIG_ENV,
+              help="TOML config file (default: the user config dir's infinistar/config.toml).")
+@click.pass_context
+def cli(ctx: click.Context, device: str, quiet: bool, verbose: bool, config_file: Optional[str]) -> None:
+    """Run InfinityStar text/image-to-video generation locally.
+
+    Settings come from flags, then INFINISTAR_<OPTION> environment variables, then the config
+    file, then built-in defaults.
+    """
+    default_map, _ = load_default_map(config_file, ctx.command)
+    # The group's own options were parsed before the file was known: fill those left at default.
+    values = {"device": device, "quiet": quiet, "verbose": verbose}
+    options = configurable(ctx.command)
+    for name in values:
+        if name in default_map and ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
+            values[name] = convert_value(options[name], name, default_map[name], "config")
+    ctx.default_map = {k: v for k, v in default_map.items() if isinstance(v, dict)}
+    ctx.obj = Settings(**values)
+
+
+def _register() -> None:
+    from infinistar_cli.generate import t2i, t2v
+    from infinistar_cli.info import info
+
+    for command in (t2v, t2i, info):
+        cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,262 @@
+"""`infinistar t2v` and `infinistar t2i`: prompts in, files out.
+
+Everything that can be checked is checked before the model is loaded (names, seeds, prompt
+files, output paths), so a typo never costs a model load. The model is loaded once per run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+from click.core import ParameterSource
+
+import engine
+from engine import __version__, video_io
+from engine.errors import OutputExistsError
+from engine.request import Event, GenerationRequest
+from infinistar_cli.batch import (
+    SEED_MAX, BatchError, Job, check_prompt, check_template, output_path, random_seed, read_prompt_file,
+)
+from infinistar_cli.config import option
+from infinistar_cli.progress import Reporter
+
+# Video lengths of the released presets (spec/pipeline.md §6.1): 10 s exists only at 480p.
+RELEASED_SECONDS = {"720p": (5,), "480p": (5, 10)}
+SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One output: what to generate and where; `exists` marks a batch output to skip."""
+
+    request: GenerationRequest
+    path: Path
+    index: int
+    exists: bool
+
+
+def generation_options(video: bool):
+    """The options of t2v (video=True) or t2i."""
+    kind = "video" if video else "image"
+    suffix = ".mp4" if video else ".png"
+    decorators = [
+        click.argument("prompt", required=False),
+        option("--model", "-m", metavar="NAME|DIR",
+               help="Preset name (720p, 480p, tiny, ...) or a model directory. Overrides --res."),
+        option("--res", type=click.Choice(tuple(RELEASED_SECONDS)),
+               help="Released preset to use [default: 720p; 480p with --seconds 10]."),
+        video and option("--seconds", type=click.IntRange(min=1),
+                         help="Video length: 5 (720p, 480p) or 10 (480p only); tiny presets have their own."),
+        option("--seed", "seeds", type=click.IntRange(0, SEED_MAX), multiple=True, metavar="INT",
+               help=f"Random seed; repeat for one {kind} per seed [default: random, reported]."),
+        option("--output", "-o", metavar="FILE|TEMPLATE",
+               help=f"Output file or template with {{seed}}, {{index}}, {{slug}} "
+                    f"[default: infinistar_{{slug}}_{{seed}}{suffix}]."),
+        video and option("--fps", type=click.IntRange(1, 240), help="Frame rate of the file [default: the preset's]."),
+        video and option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
+                         help="H.264 quality: lower is better and bigger."),
+        option("--cfg", type=click.FloatRange(min=0), help="Guidance scale [default: the preset's]."),
+        option("--tau-image", type=click.FloatRange(min=0, min_open=True),
+               help="Sampling temperature of the image scales [default: the preset's]."),
+        video and option("--tau-video", type=click.FloatRange(min=0, min_open=True),
+                         help="Sampling temperature of the video scales [default: the preset's]."),
+        option("--negative-prompt", default="", help="What to steer away from [default: none]."),
+        option("--prompt-decoration/--no-prompt-decoration", default=True, show_default=True,
+               help="Add the duration tag and style suffix the official scripts add."),
+        option("--prompt-file", metavar="FILE",
+               help="Batch: one prompt per line (.txt) or JSON object per line (.jsonl); - reads stdin."),
+        option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        option("--json", "json_output", is_flag=True, help="Print one JSON object per output on stdout."),
+    ]
+
+    def apply(function):
+        for decorator in reversed([d for d in decorators if d]):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+@click.command("t2v")
+@generation_options(video=True)
+@click.pass_context
+def t2v(ctx: click.Context, **options: Any) -> None:
+    """Generate videos from a text PROMPT (or a --prompt-file batch).
+
+    \b
+    Examples:
+      infinistar t2v "a red fox running through snow"
+      infinistar t2v --seconds 10 --seed 1 --seed 2 "waves at dusk"
+      infinistar t2v --prompt-file shots.txt -o "out/{index:03d}_{slug}.mp4"
+    """
+    generate(ctx, "t2v", options)
+
+
+@click.command("t2i")
+@generation_options(video=False)
+@click.pass_context
+def t2i(ctx: click.Context, **options: Any) -> None:
+    """Generate images from a text PROMPT (or a --prompt-file batch).
+
+    \b
+    Examples:
+      infinistar t2i "a lighthouse on a cliff, oil painting"
+      infinistar t2i --seed 7 -o lighthouse.png "a lighthouse on a cliff"
+    """
+    generate(ctx, "t2i", options)
+
+
+def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
+    """The preset name or model directory to load, checking --res/--seconds/--model against each other."""
+    model, res, seconds = options["model"], options["res"], options.get("seconds")
+    if model and res:
+        model_source, res_source = ctx.get_parameter_source("model"), ctx.get_parameter_source("res")
+        if model_source == res_source == ParameterSource.COMMANDLINE:
+            raise click.UsageError("give --model or --res, not both (--res picks a released preset)")
+        if SOURCE_RANK.get(res_source, 0) > SOURCE_RANK.get(model_source, 0):
+            model = None
+    if not model:
+        model = res or ("480p" if mode == "t2v" and seconds == 10 else "720p")
+    check_seconds(model, seconds, "")
+    return model
+
+
+def check_seconds(model: str, seconds: Optional[int], where: str) -> None:
+    """Released presets: refuse lengths they do not offer before anything is loaded."""
+    allowed = RELEASED_SECONDS.get(str(model))
+    if seconds is None or allowed is None or seconds in allowed:
+        return
+    offers = " or ".join(str(s) for s in allowed)
+    other = [name for name, lengths in RELEASED_SECONDS.items() if seconds in lengths]
+    hint = f"; use --res {other[0]} (or leave out --res)" if other else ""
+    prefix = f"{where}: " if where else ""
+    raise click.UsageError(f"{prefix}{seconds} s videos are not available at {model}, which makes {offers} s videos{hint}")
+
+
+def collect_jobs(mode: str, options: dict) -> list[Job]:
+    prompt, prompt_file = options["prompt"], options["prompt_file"]
+    if prompt is not None and prompt_file:
+        raise click.UsageError("give a PROMPT or --prompt-file, not both")
+    if prompt_file:
+        return read_prompt_file(prompt_file, mode)
+    if prompt is None:
+        raise click.UsageError("missing PROMPT (or --prompt-file FILE)")
+    return [Job(prompt=check_prompt(prompt, ""), where="command line")]
+
+
+def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: bool) -> list[Planned]:
+    """Seeds, requests and output paths of every output; existing ones are skipped in a batch
+    and an error otherwise."""
+    video = mode == "t2v"
+    suffix = video_io.VIDEO_SUFFIX if video else video_io.IMAGE_SUFFIX
+    if options["output"]:
+        check_template(options["output"], "--output")
+    planned: list[Planned] = []
+    claimed: dict[Path, str] = {}
+    for job in jobs:
+        overrides = dict(job.overrides)
+        check_seconds(model, overrides.get("seconds"), job.where)
+        for seed in job.seeds or options["seeds"] or (random_seed(),):
+            index = len(planned) + 1
+            template = job.output or options["output"]
+            path = output_path(template, seed=seed, index=index, prompt=job.prompt, suffix=suffix, where=job.where)
+            owner = f"{job.where}, seed {seed}"
+            key = path.absolute()
+            if key in claimed:
+                raise BatchError(f"{owner} and {claimed[key]} would both write {path}; "
+                                 "put {seed} or {index} in the output name")
+            claimed[key] = owner
+            exists = path.exists()
+            video_io.check_output_path(path, video=video, overwrite=True)  # suffix and directory checks
+            if exists and not options["overwrite"] and not batch:
+                raise OutputExistsError(f"{path} already exists; use --overwrite to replace it")
+            request = GenerationRequest(
+                mode=mode, prompt=job.prompt, seed=seed,
+                negative_prompt=overrides.get("negative_prompt", options["negative_prompt"]),
+                seconds=overrides.get("seconds", options.get("seconds")),
+                cfg=overrides.get("cfg", options["cfg"]),
+                tau_image=overrides.get("tau_image", options["tau_image"]),
+                tau_video=overrides.get("tau_video", options.get("tau_video")),
+                prompt_decoration=options["prompt_decoration"],
+            )
+            planned.append(Planned(request, path, index, exists and not options["overwrite"]))
+    for item in planned:
+        if not item.exists:
+            video_io.prepare_output_dir(item.path.parent)
+    return planned
+
+
+def output_metadata(request: GenerationRequest, model: str) -> dict:
+    """What the CLI knows about an output; the engine's own metadata is laid over it."""
+    fields = dataclasses.asdict(request)
+    settings = {k: v for k, v in fields.items() if v is not None and k not in ("image", "video")}
+    return {
+        **settings,
+        "model": str(model),
+        "infinistar_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _emit(options: dict, record: dict) -> None:
+    if options["json_output"]:
+        click.echo(json.dumps(record, ensure_ascii=False, default=str))
+    elif record["status"] == "written":
+        click.echo(record["path"])
+
+
+def generate(ctx: click.Context, mode: str, options: dict) -> None:
+    settings = ctx.obj
+    model = resolve_model(ctx, mode, options)
+    jobs = collect_jobs(mode, options)
+    plan = plan_outputs(mode, model, jobs, options, batch=bool(options["prompt_file"]))
+    with Reporter(quiet=settings.quiet, verbose=settings.verbose) as reporter:
+        todo = [item for item in plan if not item.exists]
+        for item in plan:
+            if item.exists:
+                reporter.message(f"skipping {item.path}: it already exists (--overwrite regenerates it)")
+                _emit(options, {"status": "skipped", "path": str(item.path), "seed": item.request.seed,
+                                "prompt": item.request.prompt, "index": item.index})
+        if not todo:
+            reporter.message("nothing to do: every output already exists")
+            return
+        reporter.message(f"model {model}, device {settings.device}")
+        start = time.perf_counter()
+        pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event)
+        load_seconds = time.perf_counter() - start
+        for number, item in enumerate(todo, start=1):
+            label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""
+            reporter.begin_output(label)
+            reporter.message(f"{label} seed {item.request.seed}: {item.request.prompt}".strip())
+            record = _generate_one(pipeline, item, model, options, reporter)
+            if number == 1:
+                record["timings"]["load"] = round(load_seconds, 3)
+            reporter.message(f"{label} wrote {item.path} (seed {item.request.seed}, "
+                             f"{record['timings']['total']:.1f} s)".strip())
+            _emit(options, record)
+        if len(plan) > 1:
+            reporter.message(f"done: {len(todo)} written, {len(plan) - len(todo)} skipped")
+
+
+def _generate_one(pipeline: Any, item: Planned, model: str, options: dict, reporter: Reporter) -> dict:
+    start = time.perf_counter()
+    result = pipeline.run(item.request, on_event=reporter.on_event)
+    metadata = {**output_metadata(item.request, model), **(result.metadata or {})}
+    fps = options.get("fps") or result.fps
+    if options.get("fps"):
+        metadata["fps"] = fps
+    result = dataclasses.replace(result, fps=fps, metadata=metadata)
+    reporter.on_event(Event(stage="write", message=str(item.path)))
+    written = time.perf_counter()
+    video_io.write_result(result, item.path, overwrite=options["overwrite"], crf=options.get("crf", 18))
+    end = time.perf_counter()
+    timings = {k: v for k, v in (result.timings or {}).items()}
+    timings.update(write=round(end - written, 3), total=round(end - start, 3))
+    return {"status": "written", "path": str(item.path), "seed": item.request.seed,
+            "prompt": item.request.prompt, "index": item.index, "model": str(model), "timings": timings}
