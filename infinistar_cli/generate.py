@@ -55,7 +55,7 @@ def generation_options(video: bool):
                          help="Video length: 5 (720p, 480p) or 10 (480p only); tiny presets have their own."),
         option("--seed", "seeds", type=click.IntRange(0, SEED_MAX), multiple=True, metavar="INT",
                help=f"Random seed; repeat for one {kind} per seed [default: random, reported]."),
-        option("--output", "-o", metavar="FILE|TEMPLATE",
+        option("--output", "-o", type=click.Path(), metavar="FILE|TEMPLATE",
                help=f"Output file or template with {{seed}}, {{index}}, {{slug}} "
                     f"[default: infinistar_{{slug}}_{{seed}}{suffix}]."),
         video and option("--fps", type=click.IntRange(1, 240), help="Frame rate of the file [default: the preset's]."),
@@ -69,7 +69,7 @@ def generation_options(video: bool):
         option("--negative-prompt", default="", help="What to steer away from [default: none]."),
         option("--prompt-decoration/--no-prompt-decoration", default=True, show_default=True,
                help="Add the duration tag and style suffix the official scripts add."),
-        option("--prompt-file", metavar="FILE",
+        option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
                help="Batch: one prompt per line (.txt) or JSON object per line (.jsonl); - reads stdin."),
         option("--overwrite", is_flag=True, help="Replace existing outputs."),
         option("--json", "json_output", is_flag=True, help="Print one JSON object per output on stdout."),

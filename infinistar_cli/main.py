@@ -83,7 +83,7 @@ class InfinistarGroup(click.Group):
         help="Where to run the model.")
 @option("--quiet", "-q", is_flag=True, help="Print nothing but results and errors.")
 @option("--verbose", "-v", is_flag=True, help="Print every progress event; tracebacks for bugs.")
-@click.option("--config", "config_file", metavar="FILE", envvar=CONFIG_ENV,
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="FILE", envvar=CONFIG_ENV,
               help="TOML config file (default: the user config dir's infinistar/config.toml).")
 @click.pass_context
 def cli(ctx: click.Context, device: str, quiet: bool, verbose: bool, config_file: Optional[str]) -> None:

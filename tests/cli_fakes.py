@@ -1,0 +1,95 @@
+"""A fake engine pipeline injected at the one seam the CLI uses: `engine.load_pipeline`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Callable, Optional
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import engine
+from engine.errors import InfinistarError
+from engine.request import Event, GenerationRequest, Result
+from infinistar_cli.main import cli
+
+
+class UnknownPresetError(InfinistarError):
+    """Stand-in for the engine's error for an unknown preset name."""
+
+
+def fake_frames(seed: int, count: int, size: int = 16) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, size, size, 3), generator=generator, dtype=torch.uint8)
+
+
+@dataclass
+class FakeEngine:
+    """Records loads and requests; run() returns frames that depend only on the seed."""
+
+    loads: list = field(default_factory=list)
+    requests: list = field(default_factory=list)
+    known: tuple = ("720p", "480p", "tiny")
+    fail_run: Optional[Callable[[GenerationRequest], None]] = None
+
+    def load(self, model, device="auto", on_event=None):
+        if str(model) not in self.known:
+            raise UnknownPresetError(f"unknown preset '{model}' (known: {', '.join(self.known)})")
+        self.loads.append((str(model), device))
+        if on_event:
+            on_event(Event(stage="load", done=1, total=1))
+        return FakePipeline(self, SimpleNamespace(name=str(model), fps=8, frames=(9, 17)))
+
+
+@dataclass
+class FakePipeline:
+    engine: FakeEngine
+    preset: SimpleNamespace
+
+    def run(self, request: GenerationRequest, on_event=None) -> Result:
+        self.engine.requests.append(request)
+        if self.engine.fail_run:
+            self.engine.fail_run(request)
+        events = [Event("encode_text"), Event("sample", 1, 2, clip=0, scale=0), Event("sample", 2, 2, clip=0, scale=1),
+                  Event("decode", 1, 1)]
+        for event in events:
+            if on_event:
+                on_event(event)
+        count = 1 if request.mode == "t2i" else 4 * (request.seconds or 2) + 1
+        return Result(frames=fake_frames(request.seed, count), fps=self.preset.fps,
+                      metadata={"preset": self.preset.name}, timings={"sample": 0.01})
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No INFINISTAR_* variables and no user config file leak in; the cwd is a fresh directory."""
+    for name in list(os.environ):
+        if name.startswith("INFINISTAR_") or name.startswith("_INFINISTAR"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture
+def fake(monkeypatch, clean_env) -> FakeEngine:
+    fake_engine = FakeEngine()
+    monkeypatch.setattr(engine, "load_pipeline", fake_engine.load)
+    return fake_engine
+
+
+def invoke(*args: str, input: Optional[str] = None, env: Optional[dict] = None):
+    """Run the CLI in-process; the result has exit_code, stdout, stderr."""
+    return CliRunner().invoke(cli, list(args), input=input, env=env, prog_name="infinistar")
+
+
+def error_line(result) -> str:
+    """The single `Error: ...` line a failed command prints, checked to be alone on stderr."""
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[-1]
