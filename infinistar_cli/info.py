@@ -38,7 +38,8 @@ def info(file: str, json_output: bool) -> None:
     for key in first + tuple(sorted(k for k in metadata if k not in first)):
         if key in metadata:
             value = metadata[key]
-            rows.append((key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)))
+            plain = isinstance(value, str) and value != ""
+            rows.append((key, value if plain else json.dumps(value, ensure_ascii=False)))
     if not metadata:
         rows.append(("metadata", "none (not written by infinistar?)"))
     width = max(len(k) for k, _ in rows)
