@@ -1,0 +1,63 @@
+"""Prompt decoration strings and the tiny T5 text encoder."""
+import pytest
+import torch
+
+from engine.text import RELEASED_STYLE_SUFFIX, TextEncoder, decorate_prompt, style_suffix
+
+
+def test_decoration_matches_the_official_scripts():
+    suffix = ", Close-up on big objects, emphasize scale and detail"
+    assert RELEASED_STYLE_SUFFIX == suffix
+    assert decorate_prompt("a fox", seconds=5, suffix=style_suffix("720p")) == f"<<<t=5s>>>a fox{suffix}"
+    assert decorate_prompt("a fox", seconds=10, suffix=style_suffix("480p")) == f"<<<t=10s>>>a fox{suffix}"
+    assert decorate_prompt("a fox", seconds=5, suffix=style_suffix("interact")) == "<<<t=5s>>>a fox"
+    assert decorate_prompt("a fox", seconds=None, suffix=style_suffix("720p")) == f"a fox{suffix}"  # images
+    assert style_suffix("tiny") == "" and decorate_prompt("a", seconds=None) == "a"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TextEncoder.tiny(seed=0)
+
+
+def test_tiny_tokenizer_is_bytes_plus_three(tiny):
+    assert len(tiny.tokenizer) == 259 and tiny.channels == 48 and tiny.max_length == 64
+    ids, mask = tiny.tokenize(["hé", "x" * 100])
+    assert ids.shape == mask.shape == (2, 64)
+    assert ids[0, :4].tolist() == [ord("h") + 3, 0xC3 + 3, 0xA9 + 3, 1]  # UTF-8 bytes, then </s>
+    assert ids[0, 4:].eq(0).all() and mask[0].tolist() == [1] * 4 + [0] * 60
+    assert mask[1].all() and ids[1, -1] == 1  # truncated, still closed by </s>
+
+
+def test_tiny_features_shapes_and_trimming(tiny):
+    features = tiny.encode(["a cat", "", "x" * 100])
+    assert [tuple(f.shape) for f in features] == [(6, 48), (1, 48), (64, 48)]
+    assert all(f.dtype == torch.float32 for f in features)
+    alone = tiny.encode(["a cat"])[0]
+    torch.testing.assert_close(alone, features[0], rtol=0, atol=1e-6)  # padding is masked out
+
+
+def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny):
+    state = torch.random.get_rng_state()
+    again = TextEncoder.tiny(seed=0).encode(["a dog"])[0]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(again, tiny.encode(["a dog"])[0])
+    assert not torch.allclose(TextEncoder.tiny(seed=1).encode(["a dog"])[0], again)
+
+
+def test_trained_weights_replace_the_random_init(tmp_path, tiny):
+    from safetensors.torch import save_model
+
+    save_model(TextEncoder.tiny(seed=3).model, str(tmp_path / "t5.safetensors"))
+    loaded = TextEncoder.tiny(seed=0, weights=tmp_path / "t5.safetensors")
+    assert torch.equal(loaded.encode(["x"])[0], TextEncoder.tiny(seed=3).encode(["x"])[0])
+
+
+def test_from_pretrained_folder_round_trip(tmp_path, tiny):
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    loaded = TextEncoder.from_pretrained(tmp_path, device="cpu")
+    assert loaded.max_length == 512 and loaded.model.dtype == torch.float32
+    ids, mask = loaded.tokenize(["a cat"])
+    assert ids.shape == (1, 512) and int(mask.sum()) == 6
+    torch.testing.assert_close(loaded.encode(["a cat"])[0], tiny.encode(["a cat"])[0], rtol=0, atol=1e-5)
