@@ -47,6 +47,9 @@ class InfinistarGroup(click.Group):
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_INTERRUPTED)
+        except OSError as error:  # disk full, permissions, ...: the environment, not a bug
+            where = f": {error.filename}" if error.filename else ""
+            raise click.ClickException(f"{error.strerror or error}{where}") from None
         except Exception as error:  # a bug: short message, traceback only when asked for
             if ctx.obj.verbose if isinstance(ctx.obj, Settings) else ctx.params.get("verbose"):
                 traceback.print_exc()

@@ -44,7 +44,8 @@ class Reporter:
         self.prefix = ""
         self._stage: Optional[str] = None
         self._progress = None
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, int] = {}  # stage -> rich task id
+        self._totals: dict[int, int] = {}  # task id -> its last known total
         if self.rich:
             from rich.console import Console
             from rich.progress import (
@@ -84,6 +85,7 @@ class Reporter:
             for task in self._tasks.values():
                 self._progress.remove_task(task)
             self._tasks.clear()
+            self._totals.clear()
 
     def on_event(self, event: Event) -> None:
         """The engine's progress callback."""
@@ -107,8 +109,10 @@ class Reporter:
         progress = self._progress
         task = self._tasks.get(event.stage)
         if task is None:
-            for other in self._tasks.values():  # the previous stage is over
-                progress.update(other, completed=progress.tasks[other].total or 1, total=progress.tasks[other].total or 1)
+            for other in self._tasks.values():  # a new stage means the earlier ones are over
+                total = self._totals.get(other) or 1
+                progress.update(other, total=total, completed=total)
             task = progress.add_task(label, total=event.total or None)
             self._tasks[event.stage] = task
+        self._totals[task] = event.total
         progress.update(task, description=label, completed=event.done, total=event.total or None)

@@ -210,3 +210,12 @@ def test_interrupt_leaves_no_file(fake):
     result = invoke("t2v", "x", "--seed", "1")
     assert result.exit_code == 130 and error_line(result) == "Error: interrupted"
     assert list(Path(".").iterdir()) == []
+
+
+def test_disk_errors_are_one_line(fake, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(video_io, "write_result", full)
+    result = invoke("t2v", "x", "--seed", "1")
+    assert result.exit_code == 1 and error_line(result) == "Error: No space left on device"

@@ -52,6 +52,7 @@ def test_committed_completions_are_current():
     for shell in generator.SHELLS:
         committed = (ROOT / "completions" / f"infinistar.{shell}").read_text(encoding="utf-8")
         assert committed == generator.render(shell), f"run: python completions/generate.py ({shell})"
+    assert (ROOT / "completions" / "infinistar.zsh").read_text().startswith("#compdef infinistar\n")
 
 
 def test_completion_lists_options(clean_env):
@@ -81,10 +82,15 @@ def test_rich_progress_renders():
     stream = io.StringIO()
     with Reporter(stream=stream, rich=True) as reporter:
         reporter.on_event(Event("load", 1, 1))
-        reporter.on_event(Event("sample", 5, 10, clip=0, scale=3))
-        reporter.message("wrote x.mp4")
+        for label in ("[1/2]", "[2/2]"):
+            reporter.begin_output(label)
+            reporter.on_event(Event("encode_text"))
+            reporter.on_event(Event("sample", 5, 10, clip=0, scale=3))
+            reporter.on_event(Event("decode", 2, 9))
+            reporter.message(f"{label} wrote x.mp4")
     text = stream.getvalue()
-    assert "sampling (clip 1, scale 4)" in text and "5/10" in text and "wrote x.mp4" in text
+    assert "[2/2] sampling (clip 1, scale 4)" in text and "10/10" in text and "2/9" in text
+    assert "[2/2] wrote x.mp4" in text
 
 
 def test_write_result_keeps_cli_free_of_tensors():
