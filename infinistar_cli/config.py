@@ -10,7 +10,6 @@ wins over the top level. Keys are option names, with `-` or `_`.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional

@@ -33,12 +33,12 @@ SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, P
 
 @dataclass(frozen=True)
 class Planned:
-    """One output: what to generate and where; `exists` marks a batch output to skip."""
+    """One output: what to generate and where; `skip` marks a batch output whose file exists."""
 
     request: GenerationRequest
     path: Path
     index: int
-    exists: bool
+    skip: bool
 
 
 def generation_options(video: bool):
@@ -187,7 +187,7 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
             )
             planned.append(Planned(request, path, index, exists and not options["overwrite"]))
     for item in planned:
-        if not item.exists:
+        if not item.skip:
             video_io.prepare_output_dir(item.path.parent)
     return planned
 
@@ -217,9 +217,9 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
     jobs = collect_jobs(mode, options)
     plan = plan_outputs(mode, model, jobs, options, batch=bool(options["prompt_file"]))
     with Reporter(quiet=settings.quiet, verbose=settings.verbose) as reporter:
-        todo = [item for item in plan if not item.exists]
+        todo = [item for item in plan if not item.skip]
         for item in plan:
-            if item.exists:
+            if item.skip:
                 reporter.message(f"skipping {item.path}: it already exists (--overwrite regenerates it)")
                 _emit(options, {"status": "skipped", "path": str(item.path), "seed": item.request.seed,
                                 "prompt": item.request.prompt, "index": item.index})

@@ -1,5 +1,6 @@
 """t2v/t2i through the CLI with a fake pipeline: option resolution, outputs, batches, errors."""
 import json
+import os
 from pathlib import Path
 
 import av
@@ -150,10 +151,15 @@ def test_existing_output_needs_overwrite(fake):
     assert Path("infinistar_x_1.mp4").read_bytes() != before  # new metadata, same frames
 
 
-def test_unwritable_output_directory(fake):
+def test_unwritable_output_directory(fake, monkeypatch):
     Path("blocker").write_text("a file, not a directory")
     result = invoke("t2v", "x", "--seed", "1", "-o", "blocker/sub/x.mp4")
     assert result.exit_code == 1 and "cannot create output directory" in error_line(result)
+    Path("locked").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name != "locked" and real_access(path, mode))
+    result = invoke("t2v", "x", "--seed", "1", "-o", "locked/x.mp4")  # root ignores modes: simulate
+    assert result.exit_code == 1 and error_line(result) == "Error: output directory locked is not writable"
     assert fake.loads == []
 
 

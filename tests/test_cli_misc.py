@@ -10,7 +10,7 @@ import torch
 
 from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
 from engine import video_io
-from engine.request import Event, Result
+from engine.request import Event
 from infinistar_cli.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[1]
