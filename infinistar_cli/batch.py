@@ -113,6 +113,13 @@ def _jsonl_job(line: str, where: str, mode: str) -> Job:
         if not seeds:
             raise BatchError(f"{where}: 'seed' is an empty list")
     overrides = {k: v for k, v in record.items() if k not in ("prompt", "seed", "output")}
+    for key in ("cfg", "tau_image", "tau_video"):
+        if key in overrides:
+            overrides[key] = float(overrides[key])
+            if overrides[key] < 0 or (key != "cfg" and overrides[key] == 0):
+                raise BatchError(f"{where}: '{key}' must be {'>= 0' if key == 'cfg' else '> 0'}")
+    if overrides.get("seconds", 1) < 1:
+        raise BatchError(f"{where}: 'seconds' must be >= 1")
     return Job(prompt=check_prompt(record["prompt"], where), where=where, seeds=seeds,
                output=record.get("output"), overrides=overrides)
 
