@@ -37,6 +37,14 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict:
     return {key: dtype}
 
 
+def prompt_text(prompt: str, *, preset: str, seconds: Optional[int], decorate: bool = True) -> str:
+    """The text a request hands to T5: decorated like the official script of `preset` (videos get
+    the duration tag, images none), or the prompt unchanged when decoration is switched off."""
+    if not decorate:
+        return prompt
+    return decorate_prompt(prompt, seconds=seconds, suffix=style_suffix(preset))
+
+
 class TextEncoder:
     """A T5 tokenizer + encoder returning one fp32 feature matrix [L, C] per prompt.
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from engine.text import RELEASED_STYLE_SUFFIX, TextEncoder, decorate_prompt, style_suffix
+from engine.text import RELEASED_STYLE_SUFFIX, TextEncoder, decorate_prompt, prompt_text, style_suffix
 
 
 def test_decoration_matches_the_official_scripts():
@@ -13,6 +13,9 @@ def test_decoration_matches_the_official_scripts():
     assert decorate_prompt("a fox", seconds=5, suffix=style_suffix("interact")) == "<<<t=5s>>>a fox"
     assert decorate_prompt("a fox", seconds=None, suffix=style_suffix("720p")) == f"a fox{suffix}"  # images
     assert style_suffix("tiny") == "" and decorate_prompt("a", seconds=None) == "a"
+    assert prompt_text("a", preset="480p", seconds=10) == f"<<<t=10s>>>a{suffix}"
+    assert prompt_text("a", preset="tiny", seconds=2) == "<<<t=2s>>>a"
+    assert prompt_text("a", preset="720p", seconds=5, decorate=False) == "a"
 
 
 @pytest.fixture(scope="module")
