@@ -2,6 +2,13 @@
 
 Modes differ only in conditioning: how many leading scales are forced from encoded bits
 (`forced_scales`) and which schedule is used. The engine never prints: progress goes to `on_step`.
+
+Deliberate differences from the reference: the code accumulator is fp32 (the reference inherits
+bf16 from the text prefix under autocast); a negative prompt of another length is masked instead
+of attended as zero padding; only scales a later scale references are cached, and each is freed
+after its last use; each clip accumulates at its own frame count (partial last clips work).
+Interactive mode (pipeline spec §5.6) fits as extra cached entries in `KVCache` that every visual
+step attends to, next to the text.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import torch
+
 from engine.errors import ScheduleError
 from engine.presets import Preset, ScheduleConfig, TransformerConfig
 
@@ -267,14 +269,12 @@ def kv_cache_elements(
     return peak * per_token
 
 
-def dense_visibility(schedule: Schedule, text_len: int) -> "torch.Tensor":
+def dense_visibility(schedule: Schedule, text_len: int) -> torch.Tensor:
     """Bool [N, N] mask (row = query) over [visual tokens of every scale | text tokens].
 
     A scale sees itself, the text and its ref_sids; text sees text. The same structure the KV
     cache produces step by step (used for teacher-forced checks).
     """
-    import torch
-
     starts, pos = [], 0
     for info in schedule.infos:
         starts.append(pos)

@@ -137,3 +137,19 @@ def test_max_repeat_times_caps_steps(model, text):
 def test_missing_forced_bits_are_refused(model, text):
     with pytest.raises(ValueError, match="needs 8 bit tensors"):
         sample_latent(model, build_schedule(TINY, 1), text, TINY.sampling, forced_bits=[], forced_scales=4)
+
+
+def test_bf16_blocks_run_and_stay_close(text):
+    """The CUDA dtype policy (bf16 blocks, fp32 embeddings/heads), exercised on CPU."""
+    fp32 = tiny_model()
+    assert fp32.to_inference_dtype("cpu").block_dtype == torch.float32
+    mixed = tiny_model()
+    for block in mixed.layers():
+        block.to(torch.bfloat16)
+    assert mixed.head.weight.dtype == torch.float32 and mixed.block_dtype == torch.bfloat16
+    g = golden("infer_t2i_fp32attn")
+    forced = [g[f"bits.{i:02d}"] for i in range(8)]
+    out = sample_latent(mixed, build_schedule(TINY, 1), text, TINY.sampling, forced_bits=forced,
+                        forced_scales=4, trace=True)
+    assert out.trace[-1].raw_logits.dtype == torch.float32
+    torch.testing.assert_close(out.trace[-1].raw_logits, g["raw_logits.07"], atol=0.1, rtol=0.05)

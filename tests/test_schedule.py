@@ -148,6 +148,11 @@ def test_rope_positions_appendix_a():
     assert spread_positions(12, 45).tolist() == [0, 4, 8, 11, 15, 19, 22, 26, 30, 34, 38, 41]
     assert spread_positions(8, 30).tolist() == [0, 4, 8, 11, 15, 19, 22, 26]
     assert spread_positions(43, 53).tolist()[:8] == [0, 1, 2, 4, 5, 6, 7, 9]
+    # 720p (24, 43) columns, Appendix A, full row
+    assert spread_positions(43, 80).tolist() == [
+        0, 2, 4, 6, 7, 9, 11, 13, 15, 17, 19, 20, 22, 24, 26, 28, 30, 32, 33, 35, 37, 39, 41, 43, 45, 47, 48, 50,
+        52, 54, 56, 58, 60, 61, 63, 65, 67, 69, 71, 73, 74, 76, 78]
+    assert spread_positions(30, 45).tolist()[:6] == [0, 2, 3, 4, 6, 8]
 
 
 def test_kv_cache_policy_720p():
