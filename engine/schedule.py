@@ -114,6 +114,7 @@ class Schedule:
     num_frames: int  # pixel frames
     pixel_size: tuple[int, int]  # (H, W) in pixels
     vae_channels: int = 64
+    template: float | None = None  # aspect template key (None for an explicit pyramid)
 
     @property
     def scales_per_clip(self) -> int:
@@ -161,7 +162,11 @@ def scale_pack_info(
 
 
 def _schedule_from_scales(
-    scales: tuple[Shape3, ...], config: ScheduleConfig, num_frames: int, vae_channels: int = 64
+    scales: tuple[Shape3, ...],
+    config: ScheduleConfig,
+    num_frames: int,
+    vae_channels: int = 64,
+    template: float | None = None,
 ) -> Schedule:
     full_hw = scales[-1][1:]
     ffi = next(i for i, s in enumerate(scales) if s[1:] == full_hw)
@@ -215,6 +220,7 @@ def _schedule_from_scales(
         num_frames=num_frames,
         pixel_size=(full_hw[0] * config.vae_stride, full_hw[1] * config.vae_stride),
         vae_channels=vae_channels,
+        template=template,
     )
 
 
@@ -242,7 +248,10 @@ def build_schedule(
     if num_frames not in valid:
         raise ScheduleError(f"cannot make {num_frames} frames; valid frame counts: {', '.join(map(str, valid))}")
     pt = (num_frames - 1) // tc + 1
-    return _schedule_from_scales(table[pt], config, num_frames, vae_channels)
+    template = None
+    if config.base_scales is None:
+        template = nearest_template(config.template_h_div_w if h_div_w is None else h_div_w)
+    return _schedule_from_scales(table[pt], config, num_frames, vae_channels, template)
 
 
 def kv_cache_elements(

@@ -82,6 +82,7 @@ def test_720p_schedule_and_pack_info():
     s = build_schedule(presets.get("720p"), 81)
     assert s.scales == tuple((1, h, w) for h, w in HW_16_9) + tuple((20, h, w) for h, w in HW_16_9)
     assert (s.ffi, s.num_steps, len(s.scales), s.latent_frames, s.pixel_size) == (14, 85, 30, 21, (720, 1280))
+    assert s.template == 0.562 and build_schedule(presets.get("720p"), 1, h_div_w=1.7).pixel_size == (1280, 720)
     assert sum(i.tokens for i in s.infos) == 157_479
     for i in s.infos:
         if i.index <= 14:
@@ -137,7 +138,7 @@ def test_tiny_schedule_matches_golden():
     assert list(build_schedule(tiny, 1).scales) == image
     video = build_schedule(tiny, 17)
     assert list(video.scales) == image + [(4, 1, 1), (4, 2, 2), (4, 2, 3), (4, 3, 4)]
-    assert (video.latent_frames, video.pixel_size, video.num_steps) == (5, (48, 64), 14)
+    assert (video.latent_frames, video.pixel_size, video.num_steps, video.template) == (5, (48, 64), 14, None)
     assert [i.bits for i in video.infos] == [16, 16, 64, 64] * 2
     assert [i.rope_rows[0] for i in video.infos] == [0, 2, 4, 6, 8, 10, 12, 13]
 
