@@ -7,6 +7,8 @@ frequency, exactly like the reference tables, so no giant table is ever built.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from engine.schedule import Schedule
@@ -27,19 +29,29 @@ def spread_positions(n: int, largest: int) -> torch.Tensor:
     return (torch.arange(n, dtype=torch.float32) * torch.tensor(largest / n, dtype=torch.float32)).round()
 
 
-def visual_rope(
-    schedule: Schedule, si: int, rep: int, head_dim: int, text_maxlen: int = 512, base: float = 10000.0
+def grid_rope(
+    shape: tuple[int, int, int],
+    frames: Sequence[int],
+    row: int,
+    largest_hw: tuple[int, int],
+    head_dim: int,
+    text_maxlen: int = 512,
+    base: float = 10000.0,
 ) -> torch.Tensor:
-    """[2, L, head_dim/2] (cos, sin) for repetition `rep` of scale `si`; tokens t-major, then h, w."""
-    info = schedule.infos[si]
-    t, h, w = info.shape
-    _, uh, uw = schedule.largest
+    """[2, t*h*w, head_dim/2] (cos, sin) for a (t, h, w) token grid.
+
+    Scale axis: text_maxlen + row for every token; frame axis: `frames` (one per t); height/width:
+    the grid spread over `largest_hw`. Tokens are t-major, then h, then w.
+    """
+    t, h, w = shape
+    if len(frames) != t:
+        raise ValueError(f"{len(frames)} frame positions for {t} frames")
     freqs = inv_freq(head_dim, base)
     f = freqs.numel()
-    scale = _angles(torch.tensor([text_maxlen + info.rope_rows[rep]]), freqs)  # [1, F]
-    frame = _angles(torch.arange(info.frame_ss, info.frame_ss + t), freqs)  # [t, F]
-    height = _angles(spread_positions(h, uh), freqs)
-    width = _angles(spread_positions(w, uw), freqs)
+    scale = _angles(torch.tensor([text_maxlen + row]), freqs)  # [1, F]
+    frame = _angles(torch.tensor(list(frames)), freqs)  # [t, F]
+    height = _angles(spread_positions(h, largest_hw[0]), freqs)
+    width = _angles(spread_positions(w, largest_hw[1]), freqs)
     ang = torch.cat(
         [
             scale.view(1, 1, 1, f).expand(t, h, w, f),
@@ -50,6 +62,15 @@ def visual_rope(
         dim=-1,
     ).reshape(t * h * w, 4 * f)
     return torch.stack([ang.cos(), ang.sin()])
+
+
+def visual_rope(
+    schedule: Schedule, si: int, rep: int, head_dim: int, text_maxlen: int = 512, base: float = 10000.0
+) -> torch.Tensor:
+    """RoPE of repetition `rep` of scale `si`: its step row, its clip's absolute latent frames."""
+    info = schedule.infos[si]
+    frames = range(info.frame_ss, info.frame_ss + info.shape[0])
+    return grid_rope(info.shape, frames, info.rope_rows[rep], schedule.largest[1:], head_dim, text_maxlen, base)
 
 
 def text_rope(length: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:

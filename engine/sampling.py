@@ -7,8 +7,9 @@ Deliberate differences from the reference: the code accumulator is fp32 (the ref
 bf16 from the text prefix under autocast); a negative prompt of another length is masked instead
 of attended as zero padding; only scales a later scale references are cached, and each is freed
 after its last use; each clip accumulates at its own frame count (partial last clips work).
-Interactive mode (pipeline spec §5.6) fits as extra cached entries in `KVCache` that every visual
-step attends to, next to the text.
+Visual conditions (the interactive mode's semantic/detail conditions, pipeline spec §5.6) are
+`ConditionTokens`: latent grids run once after the text, attending only to themselves, cached
+for the whole call and attended by every visual step next to the text.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from engine.presets import SamplingConfig
 from engine.quantizer import LatentAccumulator
-from engine.rope import text_rope, visual_rope
+from engine.rope import grid_rope, text_rope, visual_rope
 from engine.schedule import Schedule
 from engine.transformer import InfinityTransformer, KVCache
 
@@ -37,6 +38,20 @@ class TextCondition:
 
     features: torch.Tensor
     negative: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ConditionTokens:
+    """A latent grid every visual step attends to (e.g. the interactive semantic/detail condition).
+
+    `codes` [1, vae_channels, t, h, w] are embedded like visual inputs; RoPE uses `frames` (one
+    absolute latent-frame position per t) and scale-axis `rope_row` (800/801 in the reference).
+    """
+
+    key: str
+    codes: torch.Tensor
+    frames: tuple[int, ...]
+    rope_row: int
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,7 @@ def sample_latent(
     forced_bits: Sequence[torch.Tensor] | None = None,
     forced_scales: int = 0,
     on_step: Callable[[StepEvent], None] | None = None,
+    conditions: Sequence[ConditionTokens] = (),
     keep_bits: bool = False,
     trace: bool = False,
 ) -> SampleResult:
@@ -164,6 +180,15 @@ def sample_latent(
         prefix, text_rope(text_len, cfg.head_dim, cfg.rope_base), cache, store=TEXT_KEY,
         attn_mask=_key_mask(valid, 0, 0),
     )
+    for cond in conditions:
+        if cond.key == TEXT_KEY or not isinstance(cond.key, str):
+            raise ValueError(f"condition key must be a string other than {TEXT_KEY!r}")
+        tokens = model.embed_codes(cond.codes.to(device)).expand(bs, -1, -1)
+        rope = grid_rope(tuple(cond.codes.shape[2:]), cond.frames, cond.rope_row, schedule.largest[1:],
+                         cfg.head_dim, cfg.text_maxlen, cfg.rope_base)
+        model.forward_blocks(tokens, rope, cache, store=cond.key)
+    cond_keys = tuple(c.key for c in conditions)
+    cond_tokens = sum(c.codes[0, 0].numel() for c in conditions)
     acc = LatentAccumulator(schedule, 1, device)
     result = SampleResult(latent=torch.empty(0))
     x = model.embed_codes(acc.scale_input(0)).expand(bs, -1, -1)
@@ -172,9 +197,9 @@ def sample_latent(
     for info in schedule.infos:
         n = min(info.repetitions, sampling.max_repeat_times)
         tau = sampling.tau_image if info.clip == 0 else sampling.tau_video
-        attend = (*info.ref_sids, TEXT_KEY)
+        attend = (*info.ref_sids, TEXT_KEY, *cond_keys)
         before = sum(schedule.infos[r].tokens for r in info.ref_sids)
-        mask = _key_mask(valid, before, info.tokens)
+        mask = _key_mask(valid, before, cond_tokens + info.tokens)
         for r in range(n):
             keep = r == n - 1 and info.last_use > info.index
             rope = visual_rope(schedule, info.index, r, cfg.head_dim, cfg.text_maxlen, cfg.rope_base)

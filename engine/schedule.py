@@ -254,6 +254,22 @@ def build_schedule(
     return _schedule_from_scales(table[pt], config, num_frames, vae_channels, template)
 
 
+def build_segment_schedule(preset_or_config: Preset | ScheduleConfig, h_div_w: float | None = None) -> Schedule:
+    """One interactive-mode segment: a single pyramid of full clips (t = frames_inner_clip).
+
+    Every scale is "clip 0" (image repetitions, latent frames [0, clip), no references), as the
+    reference interactive sampler runs it (pipeline spec §5.6).
+    """
+    config = preset_or_config.schedule if isinstance(preset_or_config, Preset) else preset_or_config
+    vae_channels = preset_or_config.transformer.vae_channels if isinstance(preset_or_config, Preset) else 64
+    clip = config.frames_inner_clip
+    scales = tuple((clip, h, w) for h, w in base_scales(config, h_div_w))
+    template = None
+    if config.base_scales is None:
+        template = nearest_template(config.template_h_div_w if h_div_w is None else h_div_w)
+    return _schedule_from_scales(scales, config, clip * config.temporal_compression, vae_channels, template)
+
+
 def kv_cache_elements(
     schedule: Schedule, config: TransformerConfig, policy: str = "minimal", text_len: int = 512, batch: int = 2
 ) -> int:

@@ -161,3 +161,13 @@ def test_kv_cache_policy_720p():
     per_token = 2 * 8 * 128 * 36 * 2
     assert kv_cache_elements(s, QWEN8B, "minimal") == (512 + 3600) * per_token
     assert kv_cache_elements(s, QWEN8B, "all") == (512 + 157_479) * per_token
+
+
+def test_interactive_segment_schedule():
+    from engine.schedule import build_segment_schedule
+
+    s = build_segment_schedule(presets.get("interact"))
+    assert s.scales == tuple((20, h, w) for h, w in HW_16_9[:14])
+    assert s.num_steps == 39 and s.clip_shapes == ((20, 30, 53),) and s.num_frames == 80
+    assert all((i.clip, i.frame_ss, i.frame_ee, i.ref_sids) == (0, 0, 20, ()) for i in s.infos)
+    assert [i.is_semantic for i in s.infos] == [True] * 11 + [False] * 3
