@@ -171,6 +171,9 @@ def sample_latent(
         needed = sum(i.repetitions for i in schedule.infos[:forced_scales])
         if forced_bits is None or len(forced_bits) < needed:
             raise ValueError(f"forcing {forced_scales} scales needs {needed} bit tensors")
+    keys = [c.key for c in conditions]
+    if len(set(keys)) != len(keys) or TEXT_KEY in keys or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"condition keys must be distinct strings other than {TEXT_KEY!r}")
     guided = sampling.cfg_scale != 1
     prefix, valid = _text_prefix(model, text, guided, device)
     bs, text_len = prefix.shape[:2]
@@ -181,13 +184,11 @@ def sample_latent(
         attn_mask=_key_mask(valid, 0, 0),
     )
     for cond in conditions:
-        if cond.key == TEXT_KEY or not isinstance(cond.key, str):
-            raise ValueError(f"condition key must be a string other than {TEXT_KEY!r}")
         tokens = model.embed_codes(cond.codes.to(device)).expand(bs, -1, -1)
         rope = grid_rope(tuple(cond.codes.shape[2:]), cond.frames, cond.rope_row, schedule.largest[1:],
                          cfg.head_dim, cfg.text_maxlen, cfg.rope_base)
         model.forward_blocks(tokens, rope, cache, store=cond.key)
-    cond_keys = tuple(c.key for c in conditions)
+    cond_keys = tuple(keys)
     cond_tokens = sum(c.codes[0, 0].numel() for c in conditions)
     acc = LatentAccumulator(schedule, 1, device)
     result = SampleResult(latent=torch.empty(0))
