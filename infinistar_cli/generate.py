@@ -17,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 import engine
-from engine import __version__, video_io
+from engine import __version__, presets, video_io
 from engine.errors import OutputExistsError
 from engine.request import Event, GenerationRequest
 from infinistar_cli.batch import (
@@ -26,8 +26,8 @@ from infinistar_cli.batch import (
 from infinistar_cli.config import option
 from infinistar_cli.progress import Reporter
 
-# Video lengths of the released presets (spec/pipeline.md §6.1): 10 s exists only at 480p.
-RELEASED_SECONDS = {"720p": (5,), "480p": (5, 10)}
+# The released text-to-video presets `--res` chooses from, in order of preference.
+RESOLUTIONS = ("720p", "480p")
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 
@@ -49,10 +49,10 @@ def generation_options(video: bool):
         click.argument("prompt", required=False),
         option("--model", "-m", metavar="NAME|DIR",
                help="Preset name (720p, 480p, tiny, ...) or a model directory. Overrides --res."),
-        option("--res", type=click.Choice(tuple(RELEASED_SECONDS)),
+        option("--res", type=click.Choice(RESOLUTIONS),
                help="Released preset to use [default: 720p; 480p with --seconds 10]."),
         video and option("--seconds", type=click.IntRange(min=1),
-                         help="Video length: 5 (720p, 480p) or 10 (480p only); tiny presets have their own."),
+                         help="Video length: 5 (720p, 480p) or 10 (480p only); other presets have their own."),
         option("--seed", "seeds", type=click.IntRange(0, SEED_MAX), multiple=True, metavar="INT",
                help=f"Random seed; repeat for one {kind} per seed [default: random, reported]."),
         option("--output", "-o", type=click.Path(), metavar="FILE|TEMPLATE",
@@ -112,6 +112,18 @@ def t2i(ctx: click.Context, **options: Any) -> None:
     generate(ctx, "t2i", options)
 
 
+def preset_seconds(model: str) -> Optional[tuple[int, ...]]:
+    """Whole-second video lengths a registered preset offers; None for model directories."""
+    if model not in presets.names():
+        return None
+    preset = presets.get(model)
+    return tuple((f - 1) // preset.fps for f in preset.frames if f > 1 and (f - 1) % preset.fps == 0)
+
+
+def _is_path(model: str) -> bool:
+    return "/" in model or "\\" in model or model.startswith((".", "~")) or Path(model).exists()
+
+
 def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
     """The preset name or model directory to load, checking --res/--seconds/--model against each other."""
     model, res, seconds = options["model"], options["res"], options.get("seconds")
@@ -122,18 +134,22 @@ def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
         if SOURCE_RANK.get(res_source, 0) > SOURCE_RANK.get(model_source, 0):
             model = None
     if not model:
-        model = res or ("480p" if mode == "t2v" and seconds == 10 else "720p")
+        # Without --res, the length decides: 10 s exists only at 480p.
+        offering = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
+        model = res or (offering[0] if mode == "t2v" and seconds and offering else RESOLUTIONS[0])
+    elif not _is_path(model):
+        presets.get(model)  # an unknown name fails here, before anything loads
     check_seconds(model, seconds, "")
     return model
 
 
 def check_seconds(model: str, seconds: Optional[int], where: str) -> None:
-    """Released presets: refuse lengths they do not offer before anything is loaded."""
-    allowed = RELEASED_SECONDS.get(str(model))
+    """Refuse lengths a named preset does not offer before anything is loaded."""
+    allowed = preset_seconds(str(model))
     if seconds is None or allowed is None or seconds in allowed:
         return
     offers = " or ".join(str(s) for s in allowed)
-    other = [name for name, lengths in RELEASED_SECONDS.items() if seconds in lengths]
+    other = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
     hint = f"; use --res {other[0]} (or leave out --res)" if other else ""
     prefix = f"{where}: " if where else ""
     raise click.UsageError(f"{prefix}{seconds} s videos are not available at {model}, which makes {offers} s videos{hint}")
