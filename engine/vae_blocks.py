@@ -11,11 +11,14 @@ the last frames of its (temporally padded) input; `None` means "no carry-over" (
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 ConvCache = dict  # CausalConv3d -> Tensor [B, C, kt-1, H, W]
+CONV_SLICE_ELEMENTS = 2**27  # input elements per conv call for big inputs (512 MiB in fp32)
 
 
 class CausalConv3d(nn.Module):
@@ -23,6 +26,8 @@ class CausalConv3d(nn.Module):
 
     Without cached frames the first input frame is replicated kt-1 times in front (the official
     rule); with a cache the previous chunk's last kt-1 input frames are prepended instead.
+    Big inputs are convolved in temporal slices of about `CONV_SLICE_ELEMENTS` input elements, so
+    no padded copy of the whole input and no whole-size conv temporaries are ever made.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
@@ -32,16 +37,35 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size,
                               padding=(0, kernel_size // 2, kernel_size // 2))
 
-    def forward(self, x: Tensor, cache: ConvCache | None = None) -> Tensor:
-        if self.time_pad:
+    def slices(self, x: Tensor, cache: ConvCache | None = None) -> Iterator[tuple[int, Tensor]]:
+        """Yield (first output frame, output frames) over consecutive temporal slices."""
+        k, frames = self.time_pad, x.shape[2]
+        past = None
+        if k:
             past = cache.get(self) if cache is not None else None
             if past is None:
-                past = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
-            x = torch.cat([past, x], dim=2)
+                past = x[:, :, :1].expand(-1, -1, k, -1, -1)
             if cache is not None:
-                # clone: a slice would keep the whole padded chunk alive.
-                cache[self] = x[:, :, -self.time_pad:].clone()
-        return self.conv(x)
+                tail = x[:, :, -k:] if frames >= k else torch.cat([past, x], dim=2)[:, :, -k:]
+                cache[self] = tail.clone()  # clone: a view would keep the whole input alive
+        step = max(1, CONV_SLICE_ELEMENTS // max(1, x[:, :, 0].numel()) - k)
+        for start in range(0, frames, step):
+            end = min(frames, start + step)
+            if start >= k:  # output frame j reads padded frames j..j+k = input frames j-k..j
+                src = x[:, :, start - k:end]
+            else:
+                src = torch.cat([past[:, :, start:], x[:, :, :end]], dim=2)
+            yield start, self.conv(src)
+
+    def forward(self, x: Tensor, cache: ConvCache | None = None) -> Tensor:
+        out = None
+        for start, y in self.slices(x, cache):
+            if start == 0 and y.shape[2] == x.shape[2]:
+                return y
+            if out is None:
+                out = y.new_empty(*y.shape[:2], x.shape[2], *y.shape[3:])
+            out[:, :, start:start + y.shape[2]] = y
+        return out
 
 
 class RMSNorm(nn.Module):
@@ -179,17 +203,20 @@ class DCUpBlock(nn.Module):
     def forward(self, x: Tensor, cache: ConvCache | None, split_first: bool = False) -> Tensor:
         b, c, t, h, w = x.shape
         tf, co = self.time_factor, self.out_channels
-        a = self.conv(F.silu(self.norm(x), inplace=True), cache)
-        # Shortcut: conv channel k gets input channel k mod C_in (whole-block tiling); adding it
-        # before the (linear) unfold and first-frame mean is the same sum without a tiled copy.
-        a.view(b, -1, c, t, h, w).add_(x.unsqueeze(1))
-        a = a.view(b, tf, 2, 2, co, t, h, w).permute(0, 4, 5, 1, 6, 2, 7, 3)
-        a = a.reshape(b, co, t * tf, 2 * h, 2 * w)
+        out = x.new_empty(b, co, t * tf, 2 * h, 2 * w)
+        # Conv and unfold slice by slice: the conv output (as big as `out`) never exists whole.
+        for start, a in self.conv.slices(F.silu(self.norm(x), inplace=True), cache):
+            ts = a.shape[2]
+            # Shortcut: conv channel k gets input channel k mod C_in (whole-block tiling); adding
+            # it before the (linear) unfold and first-frame mean is the same sum, no tiled copy.
+            a.view(b, -1, c, ts, h, w).add_(x[:, :, start:start + ts].unsqueeze(1))
+            a = a.view(b, tf, 2, 2, co, ts, h, w).permute(0, 4, 5, 1, 6, 2, 7, 3)
+            out[:, :, start * tf:(start + ts) * tf].view(b, co, ts, tf, h, 2, w, 2).copy_(a)
         if tf > 1 and (t % 2 == 1 or split_first):
             # Causal first frame: the tf frames unfolded from latent frame 0 collapse to their mean.
-            a[:, :, tf - 1] = a[:, :, :tf].mean(2)
-            a = a[:, :, tf - 1:]
-        return a
+            out[:, :, tf - 1] = out[:, :, :tf].mean(2)
+            out = out[:, :, tf - 1:]
+        return out
 
 
 class SamplerSlot(nn.Module):

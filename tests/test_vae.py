@@ -234,3 +234,11 @@ def test_fold_roundtrip():
     assert folded.shape == (2, 64, 3, 2, 3)
     assert torch.equal(folded[:, 4 * 5 + 2 * 1 + 0, :, 1, 2], x[:, 5, :, 3, 4])
     assert torch.equal(unfold_2x2(folded), x)
+
+
+def test_sliced_convolutions_give_the_same_numbers(vae, dec, enc, monkeypatch):
+    import engine.vae_blocks as blocks
+    monkeypatch.setattr(blocks, "CONV_SLICE_ELEMENTS", 1)  # every conv call: one output frame
+    torch.testing.assert_close(vae.decode(dec["z_t5"]), dec["pixels_t5"], atol=ATOL, rtol=0)
+    raw = vae.encode_raw_features(golden_image(enc), eps=enc["posterior_eps"])
+    torch.testing.assert_close(raw, enc["raw_features"], atol=ATOL, rtol=0)
