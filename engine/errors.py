@@ -23,3 +23,11 @@ class OutputPathError(InfinistarError):
 
 class MediaError(InfinistarError):
     """A media file cannot be read: missing, unreadable, corrupt or of an unsupported kind."""
+
+
+class VAEInputError(InfinistarError, ValueError):
+    """A tensor handed to the video VAE has the wrong shape or frame count."""
+
+
+class VAEWeightsError(InfinistarError):
+    """A VAE state dict does not fit the configured architecture."""
