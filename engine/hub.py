@@ -380,6 +380,13 @@ def download(plan: DownloadPlan, on_progress: Optional[ProgressCallback] = None,
     fetches only the files not yet complete; with nothing missing, no file is requested."""
     _refuse_offline()
     check_disk_space(plan)
+    # Record the branch and the expected files first, so that status and offline look-ups see an
+    # interrupted download as partial.
+    if not _is_commit(plan.revision):
+        ref = _repo_folder(plan.cache_dir) / "refs" / plan.revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(plan.commit)
+    _write_manifest(plan.cache_dir, plan.commit, plan.files)
     stop = threading.Event()
     watcher = None
     if on_progress is not None:
@@ -409,11 +416,6 @@ def download(plan: DownloadPlan, on_progress: Optional[ProgressCallback] = None,
         stop.set()
         if watcher is not None:
             watcher.join()
-    if not _is_commit(plan.revision):  # record the branch so offline look-ups find this snapshot
-        ref = _repo_folder(plan.cache_dir) / "refs" / plan.revision
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        ref.write_text(plan.commit)
-    _write_manifest(plan.cache_dir, plan.commit, plan.files)
     if on_progress is not None:
         on_progress(plan.bytes_total, plan.bytes_total)
     return plan.snapshot_dir
@@ -472,29 +474,37 @@ def verify(
     if status.path is None or status.state == "absent":
         return VerifyReport(name, False, 0, False, (f"{name} is not downloaded",))
     root, cache = status.path, resolve_cache_dir(cache_dir)
-    problems = [f"{rel}: missing or wrong size" for rel in status.missing]
-    expected = [rel for rel in _expected_files(cache, root, name) if rel not in status.missing]
     remote: dict[str, RemoteFile] = {}
     online = online and not _offline()
     if online:
         try:
-            info = HfApi(endpoint=_endpoint()).model_info(REPO_ID, revision=root.name, files_metadata=True)
+            commit = root.name if root.parent.name == "snapshots" else revision
+            info = HfApi(endpoint=_endpoint()).model_info(REPO_ID, revision=commit, files_metadata=True)
         except _network_errors() as error:
             raise DownloadError(f"Could not reach {_endpoint()} to verify: {_first_line(error)} (try --offline).")
         remote = {s.rfilename: RemoteFile(s.rfilename, s.size or 0, s.lfs.sha256 if s.lfs else None, s.blob_id)
                   for s in info.siblings or []}
-    for rel in expected:
+    problems: list[str] = []
+    checked = 0
+    for rel, size in _expected_files(cache, root, name).items():
         path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+            continue
+        checked += 1
+        want = remote.get(rel)
+        size = want.size if want else size
+        actual = path.stat().st_size
+        if size is not None and actual != size:
+            problems.append(f"{rel}: size {actual}, expected {size}")
         problems += _offline_checks(root, rel)
-        if rel in remote:
-            want = remote[rel]
-            if path.stat().st_size != want.size:
-                problems.append(f"{rel}: size {path.stat().st_size}, hub says {want.size}")
-            elif want.sha256 and _sha256(path) != want.sha256:
-                problems.append(f"{rel}: sha256 differs from the hub's")
-            elif not want.sha256 and want.blob_id and _git_blob_sha1(path) != want.blob_id:
-                problems.append(f"{rel}: content differs from the hub's")
-    return VerifyReport(name, not problems, len(expected), online, tuple(problems))
+        if want is None or actual != size:
+            continue
+        if want.sha256 and _sha256(path) != want.sha256:
+            problems.append(f"{rel}: sha256 differs from the hub's")
+        elif not want.sha256 and want.blob_id and _git_blob_sha1(path) != want.blob_id:
+            problems.append(f"{rel}: content differs from the hub's")
+    return VerifyReport(name, not problems, checked, online, tuple(problems))
 
 
 def _files_of(root: Path, cache: Path, name: str) -> set[str]:
