@@ -289,9 +289,10 @@ def write_safetensors_dir(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     groups: list[list[str]] = [[]]
-    size = 0
+    size = total = 0
     for name, tensor in state_dict.items():
         nbytes = tensor.numel() * tensor.element_size()
+        total += nbytes
         if groups[-1] and size + nbytes > max_shard_bytes:
             groups.append([])
             size = 0
@@ -313,7 +314,6 @@ def write_safetensors_dir(
         os.replace(tmp, folder / file)
     paths = [folder / f for f in files]
     if n > 1:
-        total = sum(t.numel() * t.element_size() for t in state_dict.values())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         paths.append(folder / INDEX_FILE)
