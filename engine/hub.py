@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional
 
 from huggingface_hub import HfApi, constants, snapshot_download
-from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub.utils import HfHubHTTPError, filter_repo_objects
 from tqdm.auto import tqdm
 
 from engine.errors import DiskSpaceError, DownloadError, InfinistarError, ModelNotDownloadedError
@@ -69,6 +68,12 @@ def variant_names(name: str) -> list[str]:
     if name not in VARIANTS:
         raise InfinistarError(f"Unknown model variant {name!r}; choose one of {', '.join(VARIANTS)}, all.")
     return [name]
+
+
+def _one_variant(name: str) -> Variant:
+    if name == ALL:
+        raise InfinistarError("Name one variant here, not 'all'.")
+    return VARIANTS[variant_names(name)[0]]
 
 
 def allow_patterns(name: str) -> list[str]:
@@ -204,7 +209,7 @@ class ModelStatus:
 def model_status(name: str, cache_dir: str | Path | None = None, revision: str = DEFAULT_REVISION) -> ModelStatus:
     """What of a variant is on disk; never touches the network. A file whose size differs from
     the recorded one counts as missing."""
-    variant_names(name)
+    _one_variant(name)
     cache = resolve_cache_dir(cache_dir)
     root = _snapshot_root(cache, name, revision)
     if root is None:
@@ -355,7 +360,7 @@ class _SilentTqdm(tqdm):
         super().__init__(*args, **kwargs)
 
 
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]  # (bytes on disk, bytes in plan); from a worker thread
 
 
 def _bytes_on_disk(plan: DownloadPlan) -> int:

@@ -22,6 +22,7 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.drop_once: set[str] = set()
         self.fail: set[str] = set()
+        self.authorization: set[str | None] = set()  # Authorization headers seen
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -89,6 +90,7 @@ class FakeHub:
                 path = unquote(urlsplit(self.path).path)
                 with hub._lock:
                     hub.requests.append((self.command, path, self.headers.get("Range")))
+                    hub.authorization.add(self.headers.get("Authorization"))
                 api = f"/api/models/{hub.repo_id}/"
                 if path.startswith(api + "revision/"):
                     rev = path[len(api + "revision/"):]

@@ -12,7 +12,7 @@ from huggingface_hub import constants
 from official_style import TinyOfficial
 
 from engine import hub
-from engine.errors import DiskSpaceError, DownloadError, ModelNotDownloadedError
+from engine.errors import DiskSpaceError, DownloadError, InfinistarError, ModelNotDownloadedError
 from engine.weights import load_safetensors_dir, write_safetensors_dir
 from infinistar_cli.models_cmd import download, models
 
@@ -88,7 +88,6 @@ def test_download_then_noop(server, repo_files):
     hub.download(again)
     assert server.file_requests() == [(m, p) for m, p, _ in server.requests[:before] if "/resolve/" in p]
 
-    model = TinyOfficial.__new__(TinyOfficial)
     with torch.device("meta"):
         model = TinyOfficial()
     load_safetensors_dir(model, hub.variant_paths("720p", root)["transformer"])
@@ -235,3 +234,16 @@ def test_plain_official_folder_is_accepted(tmp_path, repo_files):
 def test_unknown_revision_is_a_clear_error(server):
     with pytest.raises(DownloadError, match=r"Could not get the file list of FoundationVision/InfinityStar@v9"):
         hub.plan_download("720p", revision="v9")
+
+
+def test_token_is_sent(server, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    hub.download(hub.plan_download("720p"))
+    assert server.authorization == {"Bearer hf_secret"}
+
+
+def test_status_needs_one_variant(tmp_path):
+    with pytest.raises(InfinistarError, match="not 'all'"):
+        hub.model_status("all", tmp_path)
+    with pytest.raises(InfinistarError, match="Unknown model variant '1080p'"):
+        hub.resolve_model_dir("1080p", tmp_path)
