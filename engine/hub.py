@@ -137,9 +137,14 @@ def _snapshot_root(cache: Path, name: str, revision: str) -> Optional[Path]:
     if _plain_layout(cache, name):
         return cache
     commit = _local_commit(cache, revision)
+    snapshots = _repo_folder(cache) / "snapshots"
+    if commit is None and revision == DEFAULT_REVISION and snapshots.is_dir():
+        # no ref recorded (e.g. fetched by commit with another tool): a lone snapshot is the one
+        only = [p for p in snapshots.iterdir() if p.is_dir()]
+        commit = only[0].name if len(only) == 1 else None
     if commit is None:
         return None
-    root = _repo_folder(cache) / "snapshots" / commit
+    root = snapshots / commit
     return root if root.is_dir() else None
 
 
@@ -155,9 +160,10 @@ def _manifest_path(cache: Path, commit: str) -> Path:
 
 def _read_manifest(cache: Path, commit: str) -> dict[str, dict]:
     path = _manifest_path(cache, commit)
-    if not path.is_file():
+    try:
+        return json.loads(path.read_text())["files"]
+    except (OSError, ValueError, KeyError):  # absent or damaged: fall back to the index files
         return {}
-    return json.loads(path.read_text())["files"]
 
 
 def _write_manifest(cache: Path, commit: str, files: Iterable["RemoteFile"]) -> None:
@@ -187,9 +193,9 @@ def _expected_from_indexes(root: Path, name: str) -> dict[str, Optional[int]]:
 def _expected_files(cache: Path, root: Path, name: str) -> dict[str, Optional[int]]:
     manifest = _read_manifest(cache, root.name) if root.parent.name == "snapshots" else {}
     chosen = list(filter_repo_objects(items=list(manifest), allow_patterns=list(VARIANTS[name].allow_patterns)))
-    if chosen:
+    if any(p.startswith(VARIANTS[name].transformer_dir + "/") for p in chosen):
         return {p: manifest[p]["size"] for p in chosen}
-    return _expected_from_indexes(root, name)
+    return _expected_from_indexes(root, name)  # this variant was not fetched by `download`
 
 
 # --------------------------------------------------------------------------- status

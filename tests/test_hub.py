@@ -247,3 +247,14 @@ def test_status_needs_one_variant(tmp_path):
         hub.model_status("all", tmp_path)
     with pytest.raises(InfinistarError, match="Unknown model variant '1080p'"):
         hub.resolve_model_dir("1080p", tmp_path)
+
+
+def test_snapshot_fetched_by_another_tool_is_found(server):
+    root = hub.download(hub.plan_download("720p"))
+    repo = hub._repo_folder(hub.resolve_cache_dir())
+    (repo / "refs" / "main").unlink()
+    shutil.rmtree(repo / "infinistar")  # no manifest: expected files come from the index files
+    assert hub.resolve_model_dir("720p") == root
+    next((root / T5).glob("model-00001-*")).unlink()
+    with pytest.raises(ModelNotDownloadedError, match=r"720p is incomplete \(1 files missing\)"):
+        hub.resolve_model_dir("720p")
