@@ -242,7 +242,7 @@ def resolve_model_dir(name: str, cache_dir: str | Path | None = None, revision: 
         assert status.path is not None
         return status.path
     where = resolve_cache_dir(cache_dir)
-    detail = "is not downloaded" if status.state == "absent" else f"is incomplete ({len(status.missing)} files missing)"
+    detail = "is not downloaded" if status.state == "absent" else f"is incomplete ({len(status.missing)} file{'s' if len(status.missing) != 1 else ''} missing)"
     size = format_bytes(VARIANTS[name].approx_bytes)
     raise ModelNotDownloadedError(
         f"InfinityStar {name} {detail} in {where}; run `infinistar download {name}` (~{size})."

@@ -7,6 +7,7 @@ Hugging Face cache.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import click
@@ -39,7 +40,7 @@ def _config_cache_dir(ctx: click.Context) -> Optional[str]:
     return getattr(obj, "cache_dir", None)
 
 
-def _cache(ctx: click.Context, cache_dir: Optional[str]):
+def _cache(ctx: click.Context, cache_dir: Optional[str]) -> Path:
     return hub.resolve_cache_dir(cache_dir, _config_cache_dir(ctx))
 
 

@@ -256,5 +256,24 @@ def test_snapshot_fetched_by_another_tool_is_found(server):
     shutil.rmtree(repo / "infinistar")  # no manifest: expected files come from the index files
     assert hub.resolve_model_dir("720p") == root
     next((root / T5).glob("model-00001-*")).unlink()
-    with pytest.raises(ModelNotDownloadedError, match=r"720p is incomplete \(1 files missing\)"):
+    with pytest.raises(ModelNotDownloadedError, match=r"720p is incomplete \(1 file missing\)"):
         hub.resolve_model_dir("720p")
+
+
+def test_cli_takes_cache_dir_from_config_object(tmp_path, monkeypatch):
+    import click
+
+    monkeypatch.delenv("INFINISTAR_CACHE", raising=False)
+
+    @click.group()
+    @click.pass_context
+    def cli(ctx):
+        ctx.obj = {"cache_dir": str(tmp_path / "from-config")}
+
+    cli.add_command(models)
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0 and f"cache: {tmp_path / 'from-config'}" in result.output
+    monkeypatch.setenv("INFINISTAR_CACHE", str(tmp_path / "from-env"))
+    assert f"cache: {tmp_path / 'from-env'}" in CliRunner().invoke(cli, ["models"]).output
+    flag = CliRunner().invoke(cli, ["models", "--cache-dir", str(tmp_path / "flag")]).output
+    assert f"cache: {tmp_path / 'flag'}" in flag
