@@ -1,8 +1,16 @@
-"""User-facing errors. The CLI prints `str(error)` as a one-line message and exits non-zero."""
+"""User-facing error types. Every engine error derives from InfinistarError (one-line messages)."""
 
 
 class InfinistarError(Exception):
-    """Base class for errors caused by input or environment, not by a bug."""
+    """Base class for errors the CLI reports as a one-line message."""
+
+
+class UnknownPresetError(InfinistarError):
+    """A preset name that is not registered."""
+
+
+class ScheduleError(InfinistarError):
+    """A frame count / schedule configuration that cannot be served."""
 
 
 class ModelNotDownloadedError(InfinistarError):

@@ -1,0 +1,209 @@
+"""Named presets: frozen configs for the transformer, the scale schedule and sampling.
+
+Every constant the reference code hard-codes (clip length 20, template pick 0.571, the 512-row
+text table, ...) is a field here whose default reproduces the released behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import UnknownPresetError
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of the Qwen-style InfinityStar transformer (`infinity_qwen8b` when released)."""
+
+    depth: int = 36
+    block_chunks: int = 6
+    embed_dim: int = 4096
+    num_heads: int = 32
+    num_kv_heads: int = 8
+    mlp_hidden: int = 16384
+    text_channels: int = 2048
+    # Rows of `cfg_uncond` and offset of the visual positions on the RoPE scale axis (512 released).
+    text_maxlen: int = 512
+    vae_channels: int = 64
+    detail_bits: int = 64
+    semantic_bits: int = 16
+    norm_eps: float = 1e-6
+    rope_base: float = 10000.0
+    qkvo_bias: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    def __post_init__(self) -> None:
+        if self.depth % self.block_chunks:
+            raise ValueError(f"depth {self.depth} is not divisible by block_chunks {self.block_chunks}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+        if self.head_dim % 8:
+            raise ValueError(f"head_dim {self.head_dim} must be divisible by 8 for the 4-axis RoPE")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Everything that shapes the scale schedule (pipeline spec §3)."""
+
+    pn: str = "0.90M"
+    # `video_frames` the reference builds its pt -> schedule table with (81 or 161).
+    video_frames: int = 81
+    # Explicit per-clip pyramid (h, w); None = the dynamic-resolution table for (template, pn).
+    base_scales: tuple[tuple[int, int], ...] | None = None
+    template_h_div_w: float = 0.571
+    frames_inner_clip: int = 20  # latent frames per video clip
+    temporal_compression: int = 4  # pixel frames per latent frame (after the first)
+    pt_step: int = 4  # latent-frame step between table keys (one second at 16 fps)
+    vae_stride: int = 16  # pixels per latent cell
+    image_rep: tuple[int, ...] = (3,) * 15
+    video_rep: tuple[int, ...] = (3,) * 12 + (2, 1, 1)
+    semantic_scales: int = 12
+    detail_scale_min_tokens: int = 750
+    context_frames: int = 10000
+    context_from_largest_no: int = 1
+    context_interval: int = 2
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Guidance, temperatures and RNG defaults of the sampling loop."""
+
+    guidance: str = "apg"  # "apg" | "cfg"
+    cfg_scale: float = 34.0
+    apg_norm_threshold: float = 0.05
+    apg_eta: float = 0.0
+    tau_image: float = 1.0
+    tau_video: float = 0.4
+    seed: int = 41
+    max_repeat_times: int = 10000
+
+    def __post_init__(self) -> None:
+        if self.guidance not in ("apg", "cfg"):
+            raise ValueError(f"guidance must be 'apg' or 'cfg', not {self.guidance!r}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A runnable model: architecture, schedule, sampling defaults and the weights it needs."""
+
+    name: str
+    transformer: TransformerConfig
+    schedule: ScheduleConfig
+    sampling: SamplingConfig
+    vae: str  # "released" | "tiny", resolved by engine.vae
+    text_encoder: str  # "flan-t5-xl" | "tiny", resolved by engine.text
+    fps: int
+    frames: tuple[int, ...]  # video frame counts offered; 1 (text-to-image) is always allowed too
+    checkpoint_dir: str  # folder of the hub repo holding the transformer shards
+    description: str
+
+    @property
+    def allowed_frames(self) -> tuple[int, ...]:
+        return tuple(sorted({1, *self.frames}))
+
+
+QWEN8B = TransformerConfig()
+
+_PRESETS: dict[str, Preset] = {
+    "720p": Preset(
+        name="720p",
+        transformer=QWEN8B,
+        schedule=ScheduleConfig(),
+        sampling=SamplingConfig(),
+        vae="released",
+        text_encoder="flan-t5-xl",
+        fps=16,
+        frames=(81,),
+        checkpoint_dir="infinitystar_8b_720p_weights",
+        description="InfinityStar 8B, 720x1280, 5 s (81 frames) at 16 fps",
+    ),
+    "480p": Preset(
+        name="480p",
+        transformer=QWEN8B,
+        schedule=ScheduleConfig(
+            pn="0.40M",
+            video_frames=161,
+            image_rep=(3,) * 14,
+            video_rep=(3,) * 12 + (2, 1),
+            semantic_scales=11,
+            detail_scale_min_tokens=350,
+        ),
+        sampling=SamplingConfig(),
+        vae="released",
+        text_encoder="flan-t5-xl",
+        fps=16,
+        frames=(81, 161),
+        checkpoint_dir="infinitystar_8b_480p_weights",
+        description="InfinityStar 8B, 480x848, 5 s or 10 s (81/161 frames) at 16 fps",
+    ),
+    "interact": Preset(
+        name="interact",
+        transformer=QWEN8B,
+        schedule=ScheduleConfig(
+            pn="0.40M",
+            video_frames=161,
+            image_rep=(3,) * 12 + (2, 1),
+            video_rep=(3,) * 12 + (2, 1),
+            semantic_scales=11,
+            detail_scale_min_tokens=350,
+            context_frames=1000,
+        ),
+        sampling=SamplingConfig(
+            guidance="cfg", cfg_scale=3.0, tau_image=0.5, tau_video=0.5, seed=0, max_repeat_times=1000
+        ),
+        vae="released",
+        text_encoder="flan-t5-xl",
+        fps=16,
+        frames=(81,),
+        checkpoint_dir="InfinityStarInteract_24K_iters",
+        description="InfinityStar-Interact 8B, 480x848 (interactive segments not implemented yet)",
+    ),
+    # Exactly the architecture and schedule of tests/fixtures/golden (random weights, CPU seconds).
+    # text_maxlen stays 512: the golden checkpoint has a [512, 48] cfg_uncond and RoPE offset 512.
+    # fps 16 keeps the released 4-latent-frames-per-second arithmetic (17 frames = 1 s).
+    "tiny": Preset(
+        name="tiny",
+        transformer=TransformerConfig(
+            depth=4,
+            block_chunks=2,
+            embed_dim=64,
+            num_heads=2,
+            num_kv_heads=1,
+            mlp_hidden=256,
+            text_channels=48,
+        ),
+        schedule=ScheduleConfig(
+            pn="0.06M",
+            video_frames=17,
+            base_scales=((1, 1), (2, 2), (2, 3), (3, 4)),
+            frames_inner_clip=4,
+            image_rep=(2, 2, 2, 2),
+            video_rep=(2, 2, 1, 1),
+            semantic_scales=2,
+            detail_scale_min_tokens=6,
+        ),
+        sampling=SamplingConfig(),
+        vae="tiny",
+        text_encoder="tiny",
+        fps=16,
+        frames=(17,),
+        checkpoint_dir="tiny",
+        description="Tiny random-weight model for tests: 48x64, 17 frames",
+    ),
+}
+
+
+def names() -> tuple[str, ...]:
+    """Registered preset names."""
+    return tuple(_PRESETS)
+
+
+def get(name: str) -> Preset:
+    """The preset called `name`; UnknownPresetError lists the known ones."""
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        raise UnknownPresetError(f"unknown preset {name!r}; known presets: {', '.join(_PRESETS)}") from None

@@ -1,0 +1,219 @@
+"""The InfinityStar transformer: Qwen3-style pre-norm blocks over [text prefix | visual tokens].
+
+Module names are the official state-dict keys (`block_chunks.{c}.module.{j}.attn.q_proj`,
+`norm_hidden_sates` sic, ...) so checkpoints load with `load_state_dict(strict=True)`.
+Attention is SDPA; K/V of earlier sequences (text, referenced scales) live in an explicit KVCache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.presets import TransformerConfig
+from engine.rope import apply_rope
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32; the weight keeps its own dtype, the result takes the input's."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return y.to(x.dtype)
+
+
+class KVCache:
+    """Per-layer K/V entries keyed by sequence name ("text", scale index, ...).
+
+    K is stored after RoPE, before GQA head repetition: [bs, Hkv, L, dh]. An entry may carry a
+    key-validity mask [bs, L] (padded text rows of unequal cond/uncond prompts).
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.layers: list[dict[object, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in range(num_layers)]
+        self.valid: dict[object, torch.Tensor] = {}
+
+    def store(self, layer: int, key: object, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.layers[layer][key] = (k, v)
+
+    def set_valid(self, key: object, valid: torch.Tensor) -> None:
+        self.valid[key] = valid
+
+    def get(self, layer: int, key: object) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.layers[layer][key]
+
+    def drop(self, key: object) -> None:
+        for entries in self.layers:
+            entries.pop(key, None)
+        self.valid.pop(key, None)
+
+    def keys(self) -> list[object]:
+        return list(self.layers[0]) if self.layers else []
+
+    def num_elements(self) -> int:
+        return sum(k.numel() + v.numel() for entries in self.layers for k, v in entries.values())
+
+
+class Attention(nn.Module):
+    """GQA self-attention with per-head QK RMSNorm and 4-axis RoPE."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        c, dh = cfg.embed_dim, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, dh
+        self.q_proj = nn.Linear(c, cfg.num_heads * dh, bias=cfg.qkvo_bias)
+        self.k_proj = nn.Linear(c, cfg.num_kv_heads * dh, bias=cfg.qkvo_bias)
+        self.v_proj = nn.Linear(c, cfg.num_kv_heads * dh, bias=cfg.qkvo_bias)
+        self.o_proj = nn.Linear(cfg.num_heads * dh, c, bias=cfg.qkvo_bias)
+        self.q_norm = RMSNorm(dh, cfg.norm_eps)
+        self.k_norm = RMSNorm(dh, cfg.norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: torch.Tensor,
+        past: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+        attn_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [bs, L, C] attends to `past` K/V entries then itself. Returns (out, k, v) of x."""
+        bs, n, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(bs, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(bs, n, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(bs, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        keys = torch.cat([p[0] for p in past] + [k], dim=2) if past else k
+        values = torch.cat([p[1] for p in past] + [v], dim=2) if past else v
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=attn_mask, enable_gqa=self.num_heads != self.num_kv_heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(bs, n, -1)), k, v
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), no biases."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.embed_dim, cfg.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.embed_dim, cfg.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.embed_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block: x + attn(norm(x)), then + mlp(norm(.))."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
+
+    def forward(self, x, rope, past=(), attn_mask=None):
+        a, k, v = self.attn(self.input_layernorm(x), rope, past, attn_mask)
+        h = x + a
+        return h + self.mlp(self.post_attention_layernorm(h)), k, v
+
+
+class BlockChunk(nn.Module):
+    """Only exists so keys read `block_chunks.{c}.module.{j}` like the official checkpoints."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        super().__init__()
+        self.module = nn.ModuleList(blocks)
+
+
+class InfinityTransformer(nn.Module):
+    """Text-prefix + next-scale visual transformer (official `Infinity`, arch 'qwen')."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        c = config.embed_dim
+        self.config = config
+        self.cfg_uncond = nn.Parameter(torch.empty(config.text_maxlen, config.text_channels))
+        self.sos_token = nn.Parameter(torch.empty(1, 1, c))  # unused, kept for checkpoint parity
+        self.text_proj = nn.Linear(config.text_channels, c)
+        self.word_embed = nn.Linear(config.vae_channels, c)
+        self.norm_hidden_sates = RMSNorm(c, config.norm_eps)
+        self.head = nn.Linear(c, 2 * config.detail_bits)
+        self.semantic_head2 = nn.Linear(c, 2 * config.semantic_bits)
+        blocks = [Block(config) for _ in range(config.depth)]
+        if config.block_chunks == 1:
+            self.blocks = nn.ModuleList(blocks)
+        else:
+            n = config.depth // config.block_chunks
+            self.block_chunks = nn.ModuleList(BlockChunk(blocks[i : i + n]) for i in range(0, config.depth, n))
+
+    def layers(self) -> list[Block]:
+        """All blocks in execution order."""
+        if self.config.block_chunks == 1:
+            return list(self.blocks)
+        return [b for chunk in self.block_chunks for b in chunk.module]
+
+    @property
+    def block_dtype(self) -> torch.dtype:
+        return self.layers()[0].attn.q_proj.weight.dtype
+
+    def to_inference_dtype(self, device: torch.device | str) -> InfinityTransformer:
+        """fp32 on CPU; on CUDA the blocks in bf16 and embeddings/norm/heads in fp32 (as released).
+
+        The reference also rounds q/k/v to bf16 for flash-attn; with bf16 blocks SDPA sees bf16 q/k/v too.
+        """
+        device = torch.device(device)
+        self.to(device=device, dtype=torch.float32)
+        if device.type == "cuda":
+            for block in self.layers():
+                block.to(torch.bfloat16)
+        return self.eval().requires_grad_(False)
+
+    def embed_text(self, features: torch.Tensor) -> torch.Tensor:
+        """[bs, L, text_channels] -> [bs, L, C] in the block dtype."""
+        return self.text_proj(features.to(self.text_proj.weight.dtype)).to(self.block_dtype)
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Latent codes [B, vae_channels, t, h, w] -> tokens [B, t*h*w, C] (t-major, then h, w)."""
+        tokens = codes.flatten(2).transpose(1, 2).to(self.word_embed.weight.dtype)
+        return self.word_embed(tokens).to(self.block_dtype)
+
+    def logits(self, hidden: torch.Tensor, semantic: bool) -> torch.Tensor:
+        """Final norm (result in the stream dtype, as the reference) then the fp32 head."""
+        x = self.norm_hidden_sates(hidden).float()
+        return (self.semantic_head2 if semantic else self.head)(x)
+
+    def forward_blocks(
+        self,
+        x: torch.Tensor,
+        rope: torch.Tensor,
+        cache: KVCache | None = None,
+        attend: Sequence[object] = (),
+        store: object | None = None,
+        attn_mask: torch.Tensor | None = None,
+        hidden_states: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Run every block on x [bs, L, C].
+
+        The tokens attend to the cached entries named in `attend` (in that order) and to themselves;
+        their K/V are stored under `store` when given. `attn_mask` (bool, True = visible) must cover
+        [attended entries | x]. Each block's output is appended to `hidden_states` when given.
+        """
+        rope = rope.to(x.device)
+        for i, block in enumerate(self.layers()):
+            past = [cache.get(i, key) for key in attend] if cache is not None else []
+            x, k, v = block(x, rope, past, attn_mask)
+            if store is not None and cache is not None:
+                cache.store(i, store, k, v)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        return x

@@ -1,0 +1,43 @@
+"""Helpers to read the golden fixtures (tests/fixtures/golden) and build the tiny model."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+
+
+@lru_cache(maxsize=None)
+def golden(name: str) -> dict[str, torch.Tensor]:
+    return load_file(GOLDEN / f"{name}.safetensors")
+
+
+@lru_cache(maxsize=None)
+def golden_meta(name: str) -> dict:
+    with safe_open(GOLDEN / f"{name}.safetensors", "pt") as f:
+        return json.loads(f.metadata()["json"])
+
+
+def tiny_model():
+    from engine import presets
+    from engine.transformer import InfinityTransformer
+
+    model = InfinityTransformer(presets.get("tiny").transformer)
+    model.load_state_dict(golden("tiny_transformer"), strict=True)
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine (100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
