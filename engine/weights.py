@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import pickle
+import types
 import typing
 import zipfile
 from dataclasses import dataclass
@@ -109,10 +110,11 @@ def _names(keys: list[str], limit: int = 3) -> str:
     return shown + (f", … +{len(keys) - limit}" if len(keys) > limit else "")
 
 
-def _check_keys(
+def check_keys(
     expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], strict: bool, source: str
 ) -> tuple[list[str], list[str]]:
-    """Raise WeightsMismatchError with a one-line diff; wrong shapes always raise."""
+    """Compare {name: shape} tables; raise WeightsMismatchError with a one-line diff (missing and
+    unexpected names only when strict; wrong shapes always). Returns (missing, unexpected)."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     wrong = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
@@ -164,7 +166,7 @@ def load_safetensors_dir(
                 raise WeightsError(f"{file} does not contain {name}, which {INDEX_FILE} places there.")
             found[name] = header[name][1]
     entries = _module_entries(module)
-    missing, unexpected = _check_keys(
+    missing, unexpected = check_keys(
         {k: tuple(v.shape) for k, v in entries.items()}, found, strict, f"Checkpoint {folder}"
     )
     count = nbytes = 0
@@ -198,7 +200,7 @@ def load_state_dict_checked(
     """Same checks and dtype rules as load_safetensors_dir, for an in-memory state dict (e.g. the
     VAE from load_torch_checkpoint, after the caller has added buffers the file lacks)."""
     entries = _module_entries(module)
-    missing, unexpected = _check_keys(
+    missing, unexpected = check_keys(
         {k: tuple(v.shape) for k, v in entries.items()}, {k: tuple(v.shape) for k, v in state_dict.items()}, strict, source
     )
     part = {
@@ -326,7 +328,7 @@ def write_safetensors_dir(
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check a JSON value against a field's type hint; lists become tuples for frozen dataclasses."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Union:
+    if origin in (Union, types.UnionType):  # Optional[X] and X | None
         if value is None and type(None) in args:
             return None
         for option in (a for a in args if a is not type(None)):
