@@ -31,3 +31,18 @@ class VAEInputError(InfinistarError, ValueError):
 
 class VAEWeightsError(InfinistarError):
     """A VAE state dict does not fit the configured architecture."""
+
+class ModelNotDownloadedError(InfinistarError):
+    """The weights of a model variant are not (completely) in the local cache."""
+
+
+class DownloadError(InfinistarError):
+    """The hub could not be reached, refused the request, or a transfer failed."""
+
+
+class DiskSpaceError(InfinistarError):
+    """Not enough free disk space for a download."""
+
+
+class WeightsError(InfinistarError):
+    """A checkpoint is missing, truncated, unsafe, or does not match the model."""
