@@ -1,25 +1,194 @@
-"""Placeholder with the agreed interface so the CLI imports; the lead engineer replaces this file."""
+"""The generation pipeline: request -> text encoding -> the one sampling loop -> VAE decode -> Result.
+
+t2i, t2v, i2v and extend differ only in the frame count and in how many leading scales are
+forced from an encoded reference; they all go through `engine.sampling.sample_latent`.
+Progress is reported as `Event`s; nothing here prints.
+"""
 from __future__ import annotations
 
+import time
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from engine.request import EventCallback, GenerationRequest, Result
+import torch
+
+from engine import __version__
+from engine.errors import InfinistarError
+from engine.loading import Components, load_components
+from engine.presets import Preset, SamplingConfig
+from engine.request import Event, EventCallback, GenerationRequest, Result
+from engine.sampling import StepEvent, TextCondition, sample_latent
+from engine.schedule import Schedule, build_schedule
+from engine.text import prompt_text
+from engine.vae import smooth_first_frame
+
+
+class RequestError(InfinistarError):
+    """A request the loaded model cannot serve (frame count, empty prompt, ...)."""
+
+
+def _ignore(event: Event) -> None:
+    pass
+
+
+def frames_for(preset: Preset, mode: str, seconds: Optional[int]) -> int:
+    """Pixel frames for a request: 1 for images, else `seconds` at the preset's fps (its default
+    when None). Durations the preset was not released with are refused, naming the valid ones."""
+    if mode == "t2i":
+        return 1
+    if seconds is None:
+        return preset.frames[0]
+    frames = seconds * preset.fps + 1
+    if frames not in preset.frames:
+        valid = ", ".join(f"{(f - 1) // preset.fps}" for f in preset.frames)
+        hint = " (10 s exists only at 480p: use --res 480p)" if preset.name == "720p" and seconds == 10 else ""
+        raise RequestError(f"model {preset.name} makes videos of {valid} s, not {seconds} s{hint}.")
+    return frames
+
+
+def sampling_for(preset: Preset, request: GenerationRequest) -> SamplingConfig:
+    """The preset's sampling defaults with the request's explicit choices applied."""
+    changes = {"seed": request.seed}
+    for field, value in (("cfg_scale", request.cfg), ("tau_image", request.tau_image),
+                         ("tau_video", request.tau_video)):
+        if value is not None:
+            changes[field] = float(value)
+    for field in ("tau_image", "tau_video"):
+        if changes.get(field, 1.0) <= 0:
+            raise RequestError(f"--{field.replace('_', '-')} must be positive.")
+    return replace(preset.sampling, **changes)
 
 
 class Pipeline:
-    """request -> text encode -> sample -> VAE decode -> Result."""
+    """A loaded model, ready to serve many requests (the batch loads it once)."""
 
-    preset: Any
+    def __init__(self, components: Components) -> None:
+        self.components = components
+        self.preset = components.preset
+        self.load_seconds = 0.0
 
     @classmethod
-    def load(cls, model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None) -> "Pipeline":
-        raise NotImplementedError("the generation pipeline is not integrated yet")
+    def load(cls, model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
+             cache_dir: str | Path | None = None) -> "Pipeline":
+        emit = on_event or _ignore
+        emit(Event("load", 0, 1, message=f"loading {model}"))
+        start = time.perf_counter()
+        pipeline = cls(load_components(model, device, cache_dir))
+        pipeline.load_seconds = time.perf_counter() - start
+        emit(Event("load", 1, 1, message=f"loaded {pipeline.preset.name} on {pipeline.device}"))
+        return pipeline
+
+    @property
+    def device(self) -> torch.device:
+        return self.components.device
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def prompt_text(self, request: GenerationRequest, frames: int) -> str:
+        """The text sent to the encoder: the official decoration unless switched off."""
+        seconds = None if frames == 1 else (frames - 1) // self.preset.fps
+        return prompt_text(request.prompt, preset=self.preset.name, seconds=seconds,
+                           decorate=request.prompt_decoration)
+
+    def schedule(self, request: GenerationRequest) -> Schedule:
+        return build_schedule(self.preset, frames_for(self.preset, request.mode, request.seconds))
 
     def run(self, request: GenerationRequest, on_event: Optional[EventCallback] = None) -> Result:
-        raise NotImplementedError("the generation pipeline is not integrated yet")
+        emit = on_event or _ignore
+        if not request.prompt.strip():
+            raise RequestError("the prompt is empty.")
+        if request.mode not in ("t2i", "t2v"):
+            raise RequestError(f"mode {request.mode!r} is not available yet.")
+        c = self.components
+        schedule = self.schedule(request)
+        sampling = sampling_for(self.preset, request)
+        timings = {"load": round(self.load_seconds, 4)}
+
+        start = time.perf_counter()
+        emit(Event("encode_text", 0, 1))
+        sent = self.prompt_text(request, schedule.num_frames)
+        prompts = [sent] + ([request.negative_prompt] if request.negative_prompt else [])
+        features = c.text.encode(prompts)
+        text = TextCondition(features[0], features[1] if len(features) > 1 else None)
+        emit(Event("encode_text", 1, 1))
+        timings["encode_text"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+
+        def on_step(step: StepEvent) -> None:
+            emit(Event("sample", step.step + 1, step.num_steps, step.clip, step.scale, step.repetition))
+
+        generator = torch.Generator(device=self.device).manual_seed(request.seed)
+        with self._autocast():
+            sampled = sample_latent(c.transformer, schedule, text, sampling, generator, on_step=on_step)
+        timings["sample"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        frames = self.decode(sampled.latent, emit)
+        timings["decode"] = time.perf_counter() - start
+
+        metadata = self.metadata(request, schedule, sampling, sent)
+        metadata["timings"] = {k: round(v, 4) for k, v in timings.items()}
+        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings)
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor, emit: EventCallback = _ignore) -> torch.Tensor:
+        """Latent -> uint8 RGB frames [T, H, W, 3] on the CPU, chunk by chunk.
+
+        Videos get the official post-processing (frame 0 replaced by frame 1), images do not
+        (the reference crashes on one frame).
+        """
+        total = 1 + 4 * (latent.shape[2] - 1)
+        chunks, done = [], 0
+        emit(Event("decode", 0, total))
+        with self._autocast():
+            for chunk in self.components.vae.decode_frames(latent):
+                if not chunks:
+                    chunk = smooth_first_frame(chunk)
+                chunks.append(chunk.cpu())
+                done += chunk.shape[0]
+                emit(Event("decode", done, total))
+        return torch.cat(chunks)
+
+    def metadata(self, request: GenerationRequest, schedule: Schedule, sampling: SamplingConfig,
+                 sent: str) -> dict:
+        """What was generated and how: stored in the output file and its sidecar."""
+        p = self.preset
+        h, w = schedule.pixel_size
+        return {
+            "tool": "infinistar",
+            "version": __version__,
+            "mode": request.mode,
+            "model": self.components.source,
+            "preset": p.name,
+            "prompt": request.prompt,
+            "prompt_sent": sent,
+            "prompt_decoration": request.prompt_decoration,
+            "negative_prompt": request.negative_prompt,
+            "seed": request.seed,
+            "guidance": sampling.guidance,
+            "cfg": sampling.cfg_scale,
+            "apg_norm_threshold": sampling.apg_norm_threshold,
+            "tau_image": sampling.tau_image,
+            "tau_video": sampling.tau_video,
+            "schedule": [list(s) for s in schedule.scales],
+            "steps": schedule.num_steps,
+            "frames": schedule.num_frames,
+            "fps": p.fps,
+            "height": h,
+            "width": w,
+            "first_frame_smoothing": schedule.num_frames > 1,
+            "device": str(self.device),
+            "dtype": str(self.components.transformer.block_dtype).replace("torch.", ""),
+        }
 
 
-def load_pipeline(model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None) -> Pipeline:
-    """Load the preset or model directory `model` on `device`."""
-    return Pipeline.load(model, device=device, on_event=on_event)
+def load_pipeline(model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
+                  cache_dir: str | Path | None = None) -> Pipeline:
+    """Load the preset or model folder `model` on `device` (see engine.loading)."""
+    return Pipeline.load(model, device=device, on_event=on_event, cache_dir=cache_dir)
