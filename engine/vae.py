@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from engine.errors import VAEInputError, VAEWeightsError
 from engine.vae_blocks import (CausalConv3d, ConvCache, DownBlock, MidBlock, RMSNorm,
-                               SpatialNorm, UpBlock)
+                               SpatialNorm, UpBlock, inplace_ok)
 
 LATENT_FRAMES_PER_CHUNK = 2  # decoder: latent frames per call after the first chunk (official)
 
@@ -127,7 +127,7 @@ class Encoder(nn.Module):
             h = block(h, cache)
         h = self.mid_block(h, cache)
         h = self.norm_out(h, inplace=True)
-        return self.conv_out(F.silu(h, inplace=True), cache)
+        return self.conv_out(F.silu(h, inplace=inplace_ok()), cache)
 
 
 class Decoder(nn.Module):
@@ -159,7 +159,7 @@ class Decoder(nn.Module):
         for block in self.up_blocks:
             h = block(h, cache, z, split_first)
         h = self.norm_out(h, z, inplace=True)
-        return self.conv_out(F.silu(h, inplace=True), cache)
+        return self.conv_out(F.silu(h, inplace=inplace_ok()), cache)
 
 
 def fold_2x2(x: Tensor) -> Tensor:

@@ -68,6 +68,11 @@ class CausalConv3d(nn.Module):
         return out
 
 
+def inplace_ok() -> bool:
+    """In-place tricks save inference memory but break autograd: training runs out of place."""
+    return not torch.is_grad_enabled()
+
+
 class RMSNorm(nn.Module):
     """L2-normalise over channels (clamp 1e-12), times sqrt(C) and a per-channel gain; no eps, no bias."""
 
@@ -77,6 +82,8 @@ class RMSNorm(nn.Module):
         self.scale = channels ** 0.5
 
     def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
+        if not inplace_ok():
+            return x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-12) * (self.gamma * self.scale)
         denom = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
         out = x.div_(denom) if inplace and x.is_contiguous() else x / denom
         return out.mul_(self.gamma * self.scale)
@@ -120,6 +127,8 @@ class SpatialNorm(nn.Module):
         gain = self.conv_y(zq)[:, :, :, :, None, :, None]
         shift = self.conv_b(zq)[:, :, :, :, None, :, None]
         out = self.norm_layer(f, inplace=inplace).contiguous()
+        if not inplace_ok():
+            return (out.view(b, c, t, zh, h // zh, zw, w // zw) * gain + shift).view(b, c, t, h, w)
         out.view(b, c, t, zh, h // zh, zw, w // zw).mul_(gain).add_(shift)
         return out
 
@@ -142,10 +151,10 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: Tensor, cache: ConvCache | None, zq: Tensor | None = None) -> Tensor:
         h = self._norm(self.norm1, x, zq, inplace=False)  # x is still needed for the shortcut
-        h = self.conv1(F.silu(h, inplace=True), cache)
+        h = self.conv1(F.silu(h, inplace=inplace_ok()), cache)
         h = self._norm(self.norm2, h, zq, inplace=True)
-        h = self.conv2(F.silu(h, inplace=True), cache)
-        return h.add_(x)
+        h = self.conv2(F.silu(h, inplace=inplace_ok()), cache)
+        return h.add_(x) if inplace_ok() else h + x
 
 
 def _pool_time(x: Tensor, factor: int) -> Tensor:
@@ -179,11 +188,11 @@ class DCDownBlock(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: Tensor, cache: ConvCache | None) -> Tensor:
-        a = self.conv(F.silu(self.norm(x), inplace=True), cache)
+        a = self.conv(F.silu(self.norm(x), inplace=inplace_ok()), cache)
         a = _space_to_depth(_pool_time(a, self.time_factor))
         s = _space_to_depth(_pool_time(x, self.time_factor))
         s = s.unflatten(1, (-1, self.out_channels)).mean(1)
-        return a.add_(s)
+        return a.add_(s) if inplace_ok() else a + s
 
 
 class DCUpBlock(nn.Module):
@@ -205,11 +214,14 @@ class DCUpBlock(nn.Module):
         tf, co = self.time_factor, self.out_channels
         out = x.new_empty(b, co, t * tf, 2 * h, 2 * w)
         # Conv and unfold slice by slice: the conv output (as big as `out`) never exists whole.
-        for start, a in self.conv.slices(F.silu(self.norm(x), inplace=True), cache):
+        for start, a in self.conv.slices(F.silu(self.norm(x), inplace=inplace_ok()), cache):
             ts = a.shape[2]
             # Shortcut: conv channel k gets input channel k mod C_in (whole-block tiling); adding
             # it before the (linear) unfold and first-frame mean is the same sum, no tiled copy.
-            a.view(b, -1, c, ts, h, w).add_(x[:, :, start:start + ts].unsqueeze(1))
+            if inplace_ok():
+                a.view(b, -1, c, ts, h, w).add_(x[:, :, start:start + ts].unsqueeze(1))
+            else:
+                a = a.view(b, -1, c, ts, h, w) + x[:, :, start:start + ts].unsqueeze(1)
             a = a.view(b, tf, 2, 2, co, ts, h, w).permute(0, 4, 5, 1, 6, 2, 7, 3)
             out[:, :, start * tf:(start + ts) * tf].view(b, co, ts, tf, h, 2, w, 2).copy_(a)
         if tf > 1 and (t % 2 == 1 or split_first):

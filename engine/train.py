@@ -1,0 +1,370 @@
+"""Train a preset's VAE, transformer and (tiny) text encoder on the synthetic shape videos.
+
+Written for any preset config, sized for the tiny one (CPU minutes). It uses the inference
+modules and key names unchanged, and writes the official folder layout `engine.loading` reads:
+`infinitystar_videovae.safetensors`, `<checkpoint_dir>/model.safetensors`,
+`text_encoder/tiny.safetensors`.
+
+Transformer objective (transformer spec §6): all scales of a video packed in one sequence, one
+random repetition per scale, each fed what the sampler feeds it (the area-resized running sum
+of earlier steps; zeros first), attention = `schedule.dense_visibility`, bitwise cross-entropy
+on the `quantizer.encode_bits` labels, and text dropout to `cfg_uncond[:L]` so guidance works.
+A scale that later scales attend to is always trained at its last repetition: that is the one
+whose K/V the sampler caches.
+
+    python -m engine.train --preset tiny --out /tmp/tiny-model --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file, save_model
+
+from engine import presets
+from engine.data import synthetic
+from engine.loading import TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
+from engine.presets import Preset
+from engine.quantizer import LatentAccumulator, encode_bits, latent_from_bits
+from engine.rope import text_rope, visual_rope
+from engine.schedule import Schedule, build_schedule, dense_visibility
+from engine.text import TextEncoder, prompt_text
+from engine.transformer import InfinityTransformer
+from engine.vae import VideoVAE, fold_2x2, gaussian_posterior, vae_config
+
+Log = Callable[[str, int, dict], None]  # (phase, step, metrics)
+
+
+def _no_log(phase: str, step: int, metrics: dict) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Steps, batch sizes and learning rates of both phases (defaults: the shipped tiny model)."""
+
+    seed: int = 0
+    vae_steps: int = 600
+    vae_batch: int = 2
+    vae_lr: float = 2e-3
+    commit_weight: float = 0.25
+    videos: int = 1200  # clips encoded once for the transformer phase
+    steps: int = 4000
+    batch: int = 32
+    lr: float = 2e-3
+    text_lr: float = 1e-3
+    cond_drop: float = 0.1
+    warmup: int = 100
+
+
+def _lr_at(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 10 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------------------- VAE
+
+
+def vae_raw_features(vae: VideoVAE, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable `VideoVAE.encode_raw_features` (one encoder pass, posterior sampled)."""
+    mean, std = gaussian_posterior(fold_2x2(vae.encoder(pixels, None)))
+    z = mean + std * torch.randn(mean.shape, generator=generator)
+    return F.linear(z.movedim(1, -1), vae.proj_down.weight, vae.proj_down.bias).movedim(-1, 1) \
+        * vae.scale_learnable_parameters[0]
+
+
+def vae_decode_train(vae: VideoVAE, latent: torch.Tensor) -> torch.Tensor:
+    """Differentiable decode of an odd number of latent frames (one pass = the chunked decode)."""
+    if latent.shape[2] % 2 == 0 and latent.shape[2] > 1:
+        raise ValueError("training decodes odd latent frame counts only")
+    return vae.decoder(vae.latent_to_vae(latent), None, False)
+
+
+def vae_loss(vae: VideoVAE, pixels: torch.Tensor, schedule: Schedule, commit_weight: float,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Reconstruction of the *quantized* latent (straight-through) + BSQ commitment.
+
+    The decoder only ever sees multi-scale quantized sums, as at inference; foreground pixels
+    weigh 5x so the small shapes are not drowned by the black background.
+    """
+    raw = vae_raw_features(vae, pixels, generator)
+    quant = latent_from_bits(encode_bits(raw.detach(), schedule), schedule)
+    latent = raw + (quant - raw).detach()
+    recon = vae_decode_train(vae, latent)
+    weight = 1 + 4 * (pixels > -0.9).any(dim=1, keepdim=True).float()
+    rec = (weight * (recon - pixels).abs()).mean() + (weight * (recon - pixels) ** 2).mean()
+    commit = F.mse_loss(raw, quant)
+    return rec + commit_weight * commit, {"rec": rec.item(), "commit": commit.item()}
+
+
+def train_vae(preset: Preset, cfg: TrainConfig, log: Log = _no_log) -> VideoVAE:
+    """A fresh VAE of the preset's config trained on synthetic clips of the preset's size."""
+    torch.manual_seed(cfg.seed)
+    frames = preset.frames[0]
+    schedule = build_schedule(preset, frames)
+    height, width = schedule.pixel_size
+    vae = VideoVAE(vae_config(preset.vae)).train()
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for step in range(cfg.vae_steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.vae_lr * _lr_at(step, cfg.vae_steps, cfg.warmup // 4)
+        pixels, _ = synthetic.batch(cfg.seed * 1_000_003 + step, cfg.vae_batch, frames, height, width)
+        loss, metrics = vae_loss(vae, pixels, schedule, cfg.commit_weight, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log("vae", step, {"loss": loss.item(), **metrics})
+    return vae.eval().requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------- transformer
+
+
+def init_transformer(model: InfinityTransformer, seed: int = 0) -> InfinityTransformer:
+    """The official training init: Linear normal(0, 0.02) and zero bias, norms 1, cfg_uncond
+    trunc-normal(std 1.2, ±2)/sqrt(Ct)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name or name.startswith("norm_hidden"):
+                torch.nn.init.ones_(p)
+        torch.nn.init.trunc_normal_(model.cfg_uncond, std=1.2, a=-2, b=2)
+        model.cfg_uncond.data /= math.sqrt(model.config.text_channels)
+        torch.nn.init.zeros_(model.sos_token)
+    return model
+
+
+def random_reps(schedule: Schedule, generator: torch.Generator | None = None) -> list[int]:
+    """One repetition per scale; scales a later scale attends to get their last one (cached)."""
+    reps = []
+    for info in schedule.infos:
+        if info.last_use > info.index:
+            reps.append(info.repetitions - 1)
+        else:
+            reps.append(int(torch.randint(info.repetitions, (), generator=generator)))
+    return reps
+
+
+def step_index(schedule: Schedule, si: int, rep: int) -> int:
+    """Position of step (scale si, repetition rep) in `encode_bits`' list."""
+    return sum(i.repetitions for i in schedule.infos[:si]) + rep
+
+
+def scale_inputs(bits: Sequence[torch.Tensor], schedule: Schedule, reps: Sequence[int]) -> list[torch.Tensor]:
+    """Per scale, what the sampler feeds step (si, reps[si]): the running sum of every earlier
+    step, area-resized to the scale (zeros for the first step)."""
+    acc = LatentAccumulator(schedule, bits[0].shape[0], bits[0].device)
+    out, i = [], 0
+    for info in schedule.infos:
+        for r in range(info.repetitions):
+            if r == reps[info.index]:
+                out.append(acc.scale_input(info.index).clone())
+            acc.add_bits(info.index, bits[i])
+            i += 1
+    return out
+
+
+def teacher_forced_logits(model: InfinityTransformer, schedule: Schedule, text: torch.Tensor,
+                          text_valid: torch.Tensor | None, bits: Sequence[torch.Tensor],
+                          reps: Sequence[int]) -> list[torch.Tensor]:
+    """One packed forward over [every scale at repetition reps[si] | text] -> logits per scale.
+
+    text [B, L, text_channels] (padded), text_valid [B, L] bool or None; bits: every step's
+    labels as `encode_bits` returns them. Equals what the KV-cached sampler computes.
+    """
+    cfg = model.config
+    inputs = scale_inputs(bits, schedule, reps)
+    tokens = torch.cat([model.embed_codes(x) for x in inputs] + [model.embed_text(text)], dim=1)
+    rope = torch.cat(
+        [visual_rope(schedule, info.index, reps[info.index], cfg.head_dim, cfg.text_maxlen, cfg.rope_base)
+         for info in schedule.infos] + [text_rope(text.shape[1], cfg.head_dim, cfg.rope_base)], dim=1)
+    mask = dense_visibility(schedule, text.shape[1]).to(text.device)[None, None]
+    if text_valid is not None:
+        visual = tokens.shape[1] - text.shape[1]
+        keys = torch.cat([torch.ones(text.shape[0], visual, dtype=torch.bool, device=text.device), text_valid], 1)
+        mask = mask & keys[:, None, None, :]
+    hidden = model.forward_blocks(tokens, rope, attn_mask=mask)
+    out, start = [], 0
+    for info in schedule.infos:
+        out.append(model.logits(hidden[:, start:start + info.tokens], info.is_semantic))
+        start += info.tokens
+    return out
+
+
+def bit_loss(logits: Sequence[torch.Tensor], bits: Sequence[torch.Tensor], schedule: Schedule,
+             reps: Sequence[int]) -> tuple[torch.Tensor, float]:
+    """Bitwise cross-entropy, averaged per scale then over scales; also the bit accuracy."""
+    losses, correct, total = [], 0, 0
+    for info, lg in zip(schedule.infos, logits):
+        label = bits[step_index(schedule, info.index, reps[info.index])].reshape(lg.shape[0], -1).long()
+        lg = lg.reshape(lg.shape[0], -1, 2)
+        losses.append(F.cross_entropy(lg.reshape(-1, 2), label.reshape(-1)))
+        correct += (lg.argmax(-1) == label).sum().item()
+        total += label.numel()
+    return torch.stack(losses).mean(), correct / total
+
+
+def encode_text_train(text: TextEncoder, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable `TextEncoder.encode`: padded features [B, Lmax, C] and validity [B, Lmax]."""
+    ids, mask = text.tokenize(prompts)
+    width = int(mask.sum(-1).max())
+    hidden = text.model(input_ids=ids[:, :width], attention_mask=mask[:, :width]).last_hidden_state
+    return hidden.float(), mask[:, :width].bool()
+
+
+def drop_text(model: InfinityTransformer, feats: torch.Tensor, valid: torch.Tensor, rate: float,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each sample's features by `cfg_uncond[:L]` with probability `rate`."""
+    drop = torch.rand(feats.shape[0], generator=generator) < rate
+    if not drop.any():
+        return feats
+    uncond = model.cfg_uncond[: feats.shape[1]][None].to(feats.dtype)
+    return torch.where(drop[:, None, None], uncond.expand_as(feats), feats) * valid[..., None]
+
+
+@dataclass
+class Dataset:
+    """Encoded clips: the per-step bit labels (stacked over clips) and their decorated captions."""
+
+    bits: list[torch.Tensor]  # per step [N, t, h, w, d] uint8
+    prompts: list[str]
+
+
+@torch.no_grad()
+def encode_dataset(vae: VideoVAE, preset: Preset, count: int, seed: int, chunk: int = 16) -> Dataset:
+    schedule = build_schedule(preset, preset.frames[0])
+    height, width = schedule.pixel_size
+    seconds = (schedule.num_frames - 1) // preset.fps
+    generator = torch.Generator().manual_seed(seed)
+    steps: list[list[torch.Tensor]] = [[] for _ in range(schedule.num_steps)]
+    prompts: list[str] = []
+    for start in range(0, count, chunk):
+        pixels, captions = synthetic.batch(seed * 7919 + start + 1, min(chunk, count - start),
+                                           schedule.num_frames, height, width)
+        raw = vae.encode_raw_features(pixels, generator)
+        for i, b in enumerate(encode_bits(raw, schedule)):
+            steps[i].append(b)
+        prompts += [prompt_text(c, preset=preset.name, seconds=seconds) for c in captions]
+    return Dataset([torch.cat(s) for s in steps], prompts)
+
+
+def transformer_step(model: InfinityTransformer, text: TextEncoder, schedule: Schedule, data: Dataset,
+                     index: torch.Tensor, cond_drop: float, generator: torch.Generator | None = None
+                     ) -> tuple[torch.Tensor, float]:
+    """Loss and bit accuracy of one teacher-forced batch (clips `index` of `data`)."""
+    feats, valid = encode_text_train(text, [data.prompts[i] for i in index.tolist()])
+    feats = drop_text(model, feats, valid, cond_drop, generator)
+    bits = [b[index] for b in data.bits]
+    reps = random_reps(schedule, generator)
+    logits = teacher_forced_logits(model, schedule, feats, valid, bits, reps)
+    return bit_loss(logits, bits, schedule, reps)
+
+
+def train_transformer(preset: Preset, vae: VideoVAE, cfg: TrainConfig, log: Log = _no_log,
+                      text: TextEncoder | None = None) -> tuple[InfinityTransformer, TextEncoder]:
+    """A fresh transformer (and the tiny text encoder, trained jointly) on encoded synthetic clips."""
+    schedule = build_schedule(preset, preset.frames[0])
+    data = encode_dataset(vae, preset, cfg.videos, cfg.seed)
+    model = init_transformer(InfinityTransformer(preset.transformer), cfg.seed).train()
+    text = text or TextEncoder.tiny(seed=cfg.seed)
+    text.model.requires_grad_(True)  # eval mode kept: no T5 dropout
+    opt = torch.optim.AdamW([
+        {"params": list(model.parameters()), "lr": cfg.lr, "base": cfg.lr},
+        {"params": list(text.model.parameters()), "lr": cfg.text_lr, "base": cfg.text_lr},
+    ], weight_decay=0.0, betas=(0.9, 0.97))
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    n = data.bits[0].shape[0]
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = group["base"] * _lr_at(step, cfg.steps, cfg.warmup)
+        index = torch.randint(n, (cfg.batch,), generator=generator)
+        loss, acc = transformer_step(model, text, schedule, data, index, cfg.cond_drop, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(text.model.parameters()), 1.0)
+        opt.step()
+        log("transformer", step, {"loss": loss.item(), "bit_acc": acc})
+    text.model.requires_grad_(False)
+    return model.eval().requires_grad_(False), text
+
+
+# ------------------------------------------------------------------------------------- saving
+
+
+def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Unshared contiguous copies (safetensors refuses aliased tensors, e.g. the VAE's mask alias)."""
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+
+def save_model_folder(folder: str | Path, preset: Preset, transformer: InfinityTransformer | None = None,
+                      vae: VideoVAE | None = None, text: TextEncoder | None = None) -> Path:
+    """Write the given parts in the official layout that `engine.loading.load_components` reads."""
+    folder = Path(folder)
+    if transformer is not None:
+        (folder / preset.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        save_file(_plain(transformer.state_dict()), str(folder / preset.checkpoint_dir / "model.safetensors"),
+                  metadata={"format": "pt"})
+    if vae is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(_plain(vae.state_dict()), str(folder / VAE_SAFETENSORS), metadata={"format": "pt"})
+    if text is not None:
+        (folder / TINY_TEXT_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
+        save_model(text.model, str(folder / TINY_TEXT_WEIGHTS))
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--out", required=True, help="model folder to write (official layout)")
+    parser.add_argument("--phase", choices=("all", "vae", "transformer"), default="all",
+                        help="'transformer' reuses the VAE already in --out")
+    defaults = TrainConfig()
+    for name, value in vars(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(**{k: getattr(args, k) for k in vars(defaults)})
+    preset = presets.get(args.preset)
+    start = time.perf_counter()
+
+    def log(phase: str, step: int, metrics: dict) -> None:
+        if step % 25 == 0:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            logging.info("%s step %d %s (%.0f s)", phase, step, shown, time.perf_counter() - start)
+
+    if args.phase in ("all", "vae"):
+        vae = train_vae(preset, cfg, log)
+        save_model_folder(args.out, preset, vae=vae)
+        logging.info("VAE done after %.0f s", time.perf_counter() - start)
+    else:
+        from engine.loading import load_vae
+
+        vae = load_vae(preset, Path(args.out), torch.device("cpu"))
+    if args.phase in ("all", "transformer"):
+        model, text = train_transformer(preset, vae, cfg, log)
+        save_model_folder(args.out, preset, transformer=model, text=text)
+    logging.info("done after %.0f s", time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
