@@ -71,6 +71,9 @@ def generation_options(video: bool):
                help="Add the duration tag and style suffix the official scripts add."),
         option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
                help="Batch: one prompt per line (.txt) or JSON object per line (.jsonl); - reads stdin."),
+        option("--cache-dir", type=click.Path(file_okay=False), envvar="INFINISTAR_CACHE", metavar="DIR",
+               help="Where downloaded weights are [default: $INFINISTAR_CACHE, the config file, or the "
+                    "Hugging Face cache]."),
         option("--overwrite", is_flag=True, help="Replace existing outputs."),
         option("--json", "json_output", is_flag=True, help="Print one JSON object per output on stdout."),
     ]
@@ -244,7 +247,8 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
             return
         reporter.message(f"model {model}, device {settings.device}")
         start = time.perf_counter()
-        pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event)
+        pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
+                                        cache_dir=options.get("cache_dir"))
         load_seconds = time.perf_counter() - start
         for number, item in enumerate(todo, start=1):
             label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""

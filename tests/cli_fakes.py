@@ -34,7 +34,7 @@ class FakeEngine:
     known: tuple = ("720p", "480p", "tiny")
     fail_run: Optional[Callable[[GenerationRequest], None]] = None
 
-    def load(self, model, device="auto", on_event=None):
+    def load(self, model, device="auto", on_event=None, cache_dir=None):
         if str(model) not in self.known:
             raise UnknownPresetError(f"unknown preset '{model}' (known: {', '.join(self.known)})")
         self.loads.append((str(model), device))
