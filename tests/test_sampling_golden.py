@@ -10,7 +10,7 @@ from engine import sampling as sampling_mod
 from engine.quantizer import encode_bits, latent_from_bits
 from engine.sampling import TextCondition, guide, sample_latent
 from engine.schedule import build_schedule
-from golden_utils import golden, golden_meta, tiny_model, one_thread  # noqa: F401
+from golden_utils import GOLDEN_SAMPLING, golden, golden_meta, tiny_model, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,7 +31,7 @@ def test_forced_bits_reproduce_logits_and_probabilities(model, text):
     g = golden("infer_t2i_fp32attn")
     forced = [g[f"bits.{i:02d}"] for i in range(8)]
     schedule = build_schedule(TINY, 1)
-    out = sample_latent(model, schedule, text, TINY.sampling, torch.Generator().manual_seed(7),
+    out = sample_latent(model, schedule, text, GOLDEN_SAMPLING, torch.Generator().manual_seed(7),
                         forced_bits=forced, forced_scales=4, trace=True, keep_bits=True)
     assert len(out.trace) == 8
     for i, step in enumerate(out.trace):
@@ -43,8 +43,8 @@ def test_forced_bits_reproduce_logits_and_probabilities(model, text):
 
 def test_free_sampling_seed_41_reproduces_bits(model, text):
     g = golden("infer_t2i_fp32attn")
-    assert golden_meta("infer_t2i_fp32attn")["g_seed"] == TINY.sampling.seed == 41
-    out = sample_latent(model, build_schedule(TINY, 1), text, TINY.sampling,
+    assert golden_meta("infer_t2i_fp32attn")["g_seed"] == GOLDEN_SAMPLING.seed == 41
+    out = sample_latent(model, build_schedule(TINY, 1), text, GOLDEN_SAMPLING,
                         torch.Generator().manual_seed(41), keep_bits=True)
     for i, bits in enumerate(out.bits):
         assert torch.equal(bits, g[f"bits.{i:02d}"]), f"step {i}"
@@ -56,7 +56,7 @@ def test_video_kv_cache_path_matches_teacher_forced_logits(model):
     g, meta = golden("tf_video"), golden_meta("tf_video")
     schedule = build_schedule(TINY, 17)
     forced = encode_bits(g["raw_features"], schedule)
-    out = sample_latent(model, schedule, TextCondition(g["text_kv"]), TINY.sampling,
+    out = sample_latent(model, schedule, TextCondition(g["text_kv"]), GOLDEN_SAMPLING,
                         forced_bits=forced, forced_scales=8, trace=True)
     start = 0
     for si, row in meta["rope_sid_real_sid"]:
@@ -78,7 +78,7 @@ def test_video_events_and_cache_policy(model, text, monkeypatch):
 
     monkeypatch.setattr(sampling_mod, "KVCache", Recorder)
     events = []
-    out = sample_latent(model, build_schedule(TINY, 17), text, TINY.sampling, on_step=events.append)
+    out = sample_latent(model, build_schedule(TINY, 17), text, GOLDEN_SAMPLING, on_step=events.append)
     assert out.latent.shape == (1, 64, 5, 3, 4)
     assert len(events) == 14 and [e.step for e in events] == list(range(14))
     assert [(e.clip, e.scale, e.repetition) for e in events[:3]] == [(0, 0, 0), (0, 0, 1), (0, 1, 0)]
@@ -89,7 +89,7 @@ def test_video_events_and_cache_policy(model, text, monkeypatch):
 
 def test_text_to_image_end_to_end(model, text):
     events = []
-    out = sample_latent(model, build_schedule(TINY, 1), text, TINY.sampling, on_step=events.append)
+    out = sample_latent(model, build_schedule(TINY, 1), text, GOLDEN_SAMPLING, on_step=events.append)
     assert out.latent.shape == (1, 64, 1, 3, 4) and len(events) == 8
     assert out.latent.abs().max() > 0
 
@@ -101,10 +101,10 @@ def test_partial_last_clip_round_trip(model, text):
     assert schedule.clip_shapes == ((1, 3, 4), (4, 3, 4), (2, 3, 4))
     raw = torch.randn(1, 64, 7, 3, 4, generator=torch.Generator().manual_seed(0))
     forced = encode_bits(raw, schedule)
-    out = sample_latent(model, schedule, text, TINY.sampling, forced_bits=forced,
+    out = sample_latent(model, schedule, text, GOLDEN_SAMPLING, forced_bits=forced,
                         forced_scales=len(schedule.scales))
     assert torch.equal(out.latent, latent_from_bits(forced, schedule))
-    free = sample_latent(model, schedule, text, TINY.sampling)
+    free = sample_latent(model, schedule, text, GOLDEN_SAMPLING)
     assert free.latent.shape == (1, 64, 7, 3, 4)
 
 
@@ -113,15 +113,15 @@ def test_negative_prompt_is_masked_not_padded(model):
     feats = golden("infer_t2i_fp32attn")["text_kv"]
     negative = torch.randn(3, 48, generator=torch.Generator().manual_seed(1))
     schedule = build_schedule(TINY, 1)
-    long = sample_latent(model, schedule, TextCondition(feats, negative), TINY.sampling, trace=True)
-    short = sample_latent(model, schedule, TextCondition(feats[:3], negative), TINY.sampling, trace=True)
+    long = sample_latent(model, schedule, TextCondition(feats, negative), GOLDEN_SAMPLING, trace=True)
+    short = sample_latent(model, schedule, TextCondition(feats[:3], negative), GOLDEN_SAMPLING, trace=True)
     torch.testing.assert_close(long.trace[0].raw_logits[1], short.trace[0].raw_logits[1], atol=1e-5, rtol=0)
     assert not torch.allclose(long.trace[0].raw_logits[0], short.trace[0].raw_logits[0])
 
 
 def test_cfg_guidance_and_no_guidance(model, text):
     cond, uncond = torch.randn(1, 4, 8), torch.randn(1, 4, 8)
-    cfg = replace(TINY.sampling, guidance="cfg", cfg_scale=3.0)
+    cfg = replace(GOLDEN_SAMPLING, guidance="cfg", cfg_scale=3.0)
     torch.testing.assert_close(guide(torch.cat([cond, uncond]), cfg), 3 * cond - 2 * uncond)
     plain = sample_latent(model, build_schedule(TINY, 1), text, replace(cfg, cfg_scale=1.0), trace=True)
     assert plain.trace[0].raw_logits.shape[0] == 1
@@ -129,14 +129,14 @@ def test_cfg_guidance_and_no_guidance(model, text):
 
 def test_max_repeat_times_caps_steps(model, text):
     events = []
-    sample_latent(model, build_schedule(TINY, 17), text, replace(TINY.sampling, max_repeat_times=1),
+    sample_latent(model, build_schedule(TINY, 17), text, replace(GOLDEN_SAMPLING, max_repeat_times=1),
                   on_step=events.append)
     assert len(events) == 8 and all(e.repetition == 0 for e in events)
 
 
 def test_missing_forced_bits_are_refused(model, text):
     with pytest.raises(ValueError, match="needs 8 bit tensors"):
-        sample_latent(model, build_schedule(TINY, 1), text, TINY.sampling, forced_bits=[], forced_scales=4)
+        sample_latent(model, build_schedule(TINY, 1), text, GOLDEN_SAMPLING, forced_bits=[], forced_scales=4)
 
 
 def test_bf16_blocks_run_and_stay_close(text):
@@ -149,7 +149,7 @@ def test_bf16_blocks_run_and_stay_close(text):
     assert mixed.head.weight.dtype == torch.float32 and mixed.block_dtype == torch.bfloat16
     g = golden("infer_t2i_fp32attn")
     forced = [g[f"bits.{i:02d}"] for i in range(8)]
-    out = sample_latent(mixed, build_schedule(TINY, 1), text, TINY.sampling, forced_bits=forced,
+    out = sample_latent(mixed, build_schedule(TINY, 1), text, GOLDEN_SAMPLING, forced_bits=forced,
                         forced_scales=4, trace=True)
     assert out.trace[-1].raw_logits.dtype == torch.float32
     torch.testing.assert_close(out.trace[-1].raw_logits, g["raw_logits.07"], atol=0.1, rtol=0.05)
@@ -177,9 +177,9 @@ def test_visual_conditions_are_cached_and_attended(model, monkeypatch):
         ConditionTokens("detail_condition", torch.randn(1, 64, 3, 3, 4, generator=gen), (0, 3, 4), 801),
     ]
     feats = golden("infer_t2i_fp32attn")["text_kv"]
-    with_cond = sample_latent(model, schedule, TextCondition(feats), TINY.sampling, conditions=conditions, trace=True)
-    other_text = sample_latent(model, schedule, TextCondition(feats.flip(0)), TINY.sampling, conditions=conditions)
-    plain = sample_latent(model, schedule, TextCondition(feats), TINY.sampling, trace=True)
+    with_cond = sample_latent(model, schedule, TextCondition(feats), GOLDEN_SAMPLING, conditions=conditions, trace=True)
+    other_text = sample_latent(model, schedule, TextCondition(feats.flip(0)), GOLDEN_SAMPLING, conditions=conditions)
+    plain = sample_latent(model, schedule, TextCondition(feats), GOLDEN_SAMPLING, trace=True)
     assert with_cond.latent.shape == (1, 64, 4, 3, 4)
     for key in ("semantic_condition", "detail_condition"):
         first, second = captured[key]
