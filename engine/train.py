@@ -79,17 +79,12 @@ def _lr_at(step: int, total: int, warmup: int) -> float:
 # ----------------------------------------------------------------------------------------- VAE
 
 
-def vae_raw_features(vae: VideoVAE, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable `VideoVAE.encode_raw_features(sample=False)` (one encoder pass) and the
-    posterior std.
-
-    Training on posterior samples drowned every weak feature (red vs green) in the untrained
-    std ~ 1 noise; the mean is trained instead and the std is pushed to 0, so the sampled
-    encode of inference adds next to nothing.
-    """
+def vae_raw_features(vae: VideoVAE, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable `VideoVAE.encode_raw_features` (one encoder pass, posterior sampled)."""
     mean, std = gaussian_posterior(fold_2x2(vae.encoder(pixels, None)))
-    raw = F.linear(mean.movedim(1, -1), vae.proj_down.weight, vae.proj_down.bias).movedim(-1, 1)
-    return raw * vae.scale_learnable_parameters[0], std
+    z = mean + std * torch.randn(mean.shape, generator=generator)
+    return F.linear(z.movedim(1, -1), vae.proj_down.weight, vae.proj_down.bias).movedim(-1, 1) \
+        * vae.scale_learnable_parameters[0]
 
 
 def vae_decode_train(vae: VideoVAE, latent: torch.Tensor) -> torch.Tensor:
@@ -100,17 +95,18 @@ def vae_decode_train(vae: VideoVAE, latent: torch.Tensor) -> torch.Tensor:
 
 
 def vae_loss(vae: VideoVAE, pixels: torch.Tensor, schedule: Schedule, commit_weight: float,
-             fg_weight: float = 5.0,
+             generator: torch.Generator | None = None, fg_weight: float = 5.0,
              raw_weight: float = 0.0, chroma_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Reconstruction of the *quantized* latent (straight-through) + BSQ commitment.
 
     The decoder only ever sees multi-scale quantized sums, as at inference; foreground pixels
     weigh `fg_weight` times more, so the small shapes are not drowned by the black background.
-    `raw_weight` adds the reconstruction of the unquantized latent: without it the commitment
-    term can pull features that share their bits together (red and green collapsed to yellow).
-    `chroma_weight` adds an L1 on the opponent colours: the tiny decoder otherwise settles on R = G.
+    `raw_weight` adds the reconstruction of the unquantized latent (a direct encoder signal);
+    `chroma_weight` an L1 on the opponent colours R-G and R+G-2B. Both were tried against the
+    tiny VAE drawing red and green as yellow; they brought blue back, not red/green (see
+    docs/README_tiny_sections.md).
     """
-    raw, std = vae_raw_features(vae, pixels)
+    raw = vae_raw_features(vae, pixels, generator)
     quant = latent_from_bits(encode_bits(raw.detach(), schedule), schedule)
     latent = raw + (quant - raw).detach()
     recon = vae_decode_train(vae, latent)
@@ -127,7 +123,7 @@ def vae_loss(vae: VideoVAE, pixels: torch.Tensor, schedule: Schedule, commit_wei
 
     rec = rec_loss(recon)
     commit = F.mse_loss(raw, quant)
-    loss = rec + commit_weight * commit + std.pow(2).mean()
+    loss = rec + commit_weight * commit
     if raw_weight:
         loss = loss + raw_weight * rec_loss(vae_decode_train(vae, raw))
     return loss, {"rec": rec.item(), "commit": commit.item()}
@@ -143,15 +139,16 @@ def train_vae(preset: Preset, cfg: TrainConfig, log: Log = _no_log, vae: VideoVA
     vae = (vae or VideoVAE(vae_config(preset.vae))).train().requires_grad_(True)
     image_schedule = build_schedule(preset, 1)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
     for step in range(cfg.vae_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.vae_lr * _lr_at(step, cfg.vae_steps, cfg.warmup // 4)
         pixels, _ = synthetic.batch(cfg.seed * 1_000_003 + step, cfg.vae_batch, frames, height, width)
-        loss, metrics = vae_loss(vae, pixels, schedule, cfg.commit_weight, cfg.fg_weight,
+        loss, metrics = vae_loss(vae, pixels, schedule, cfg.commit_weight, generator, cfg.fg_weight,
                                  chroma_weight=cfg.chroma_weight)
         if cfg.vae_image_batch:
             images, _ = synthetic.batch(cfg.seed * 1_000_003 - step - 1, cfg.vae_image_batch, 1, height, width)
-            image_loss, image_metrics = vae_loss(vae, images, image_schedule, cfg.commit_weight,
+            image_loss, image_metrics = vae_loss(vae, images, image_schedule, cfg.commit_weight, generator,
                                                  cfg.fg_weight, cfg.raw_weight, cfg.chroma_weight)
             loss = loss + image_loss
             metrics["image_rec"] = image_metrics["rec"]
@@ -293,7 +290,7 @@ def encode_dataset(vae: VideoVAE, preset: Preset, count: int, seed: int, chunk: 
     for start in range(0, count, chunk):
         pixels, captions = synthetic.batch(seed * 7919 + start + 1, min(chunk, count - start),
                                            schedule.num_frames, height, width)
-        raw = vae.encode_raw_features(pixels, sample=False)
+        raw = vae.encode_raw_features(pixels, generator)
         for i, b in enumerate(encode_bits(raw, schedule)):
             steps[i].append(b)
         prompts += [prompt_text(c, preset=preset.name, seconds=seconds) for c in captions]

@@ -107,3 +107,38 @@ def batch(seed: int, size: int, frames: int = 17, height: int = 48, width: int =
     generator = torch.Generator().manual_seed(seed)
     scenes = [sample_scene(generator, frames, height, width) for _ in range(size)]
     return torch.stack([render(s, frames, height, width) for s in scenes]), [s.caption for s in scenes]
+
+
+def describe(frames: torch.Tensor, threshold: int = 80) -> tuple[str | None, str | None]:
+    """(colour, direction) a viewer would name for uint8 RGB frames [T, H, W, 3]; None if unseen.
+
+    Colour: majority vote of the bright pixels' nearest named colour. Direction: the larger
+    component of the bright-pixel centroid's displacement between the first and last quarter
+    (frame 0 skipped: the pipeline replaces it by frame 1).
+    """
+    x = frames.float() / 255
+    bright = x.amax(-1) > threshold / 255  # [T, H, W]
+    if bright.sum() == 0:
+        return None, None
+    names = list(COLOURS)
+    protos = torch.tensor([COLOURS[n] for n in names])
+    pixels = x[bright]  # [N, 3]
+    # Compare chromaticity at full brightness, so dim edges vote for their hue.
+    pixels = pixels / pixels.amax(-1, keepdim=True)
+    votes = torch.cdist(pixels, protos).argmin(-1).bincount(minlength=len(names))
+    colour = names[int(votes.argmax())]
+    t = frames.shape[0]
+    quarter = max(1, (t - 1) // 4)
+    early, late = bright[1:1 + quarter], bright[t - quarter:]
+    if early.sum() == 0 or late.sum() == 0:
+        return colour, None
+
+    def centroid(mask: torch.Tensor) -> torch.Tensor:
+        ys, xs = torch.meshgrid(torch.arange(mask.shape[1]), torch.arange(mask.shape[2]), indexing="ij")
+        w = mask.float().sum(0)
+        return torch.stack([(w * xs).sum(), (w * ys).sum()]) / w.sum()
+
+    dx, dy = (centroid(late) - centroid(early)).tolist()
+    if abs(dx) >= abs(dy):
+        return colour, "right" if dx > 0 else "left"
+    return colour, "down" if dy > 0 else "up"

