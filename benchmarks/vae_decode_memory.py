@@ -157,5 +157,6 @@ def main() -> None:
         print(f"one-shot (unchunked) pass, analytic only: {estimate_bytes('oneshot', t, 16 * h, 16 * w) / gib:.2f} GiB "
               f"here, {ex / gib:.1f} GiB at latent {args.extrapolate}")
 
+
 if __name__ == "__main__":
     main()
