@@ -153,7 +153,11 @@ def check_seconds(model: str, seconds: Optional[int], where: str) -> None:
         return
     offers = " or ".join(str(s) for s in allowed)
     other = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
-    hint = f"; use --res {other[0]} (or leave out --res)" if other else ""
+    hint = ""
+    if other and model in RESOLUTIONS:
+        hint = f"; use --res {other[0]} (or leave out --res)"
+    elif other:
+        hint = f"; the {other[0]} model makes them (--model {other[0]})"
     prefix = f"{where}: " if where else ""
     raise click.UsageError(f"{prefix}{seconds} s videos are not available at {model}, which makes {offers} s videos{hint}")
 
