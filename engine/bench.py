@@ -466,13 +466,14 @@ def _median_stages(runs: list[dict]) -> dict:
 def _sampling_detail(run: dict, cost: GenerationCost, slowest: int = 5) -> dict:
     """Per-clip and per-scale time of one run's sampling steps."""
     by_scale: dict[int, dict] = {}
-    for step, analytic in zip(run["steps"], cost.steps):
+    for i, (step, analytic) in enumerate(zip(run["steps"], cost.steps)):
         entry = by_scale.setdefault(step["scale"], {"scale": step["scale"], "clip": step["clip"], "steps": 0,
                                                     "seconds": 0.0, "query_tokens": analytic.query_tokens,
                                                     "key_tokens": analytic.key_tokens, "flops": 0})
         entry["steps"] += 1
         entry["seconds"] += step["seconds"]
-        entry["flops"] += analytic.flops
+        # The first step's time includes the text prefix pass, so its FLOPs do too.
+        entry["flops"] += analytic.flops + (cost.prefix_flops if i == 0 else 0)
     clips: dict[int, dict] = {}
     for entry in by_scale.values():
         clip = clips.setdefault(entry["clip"], {"clip": entry["clip"], "steps": 0, "seconds": 0.0, "flops": 0})
@@ -562,6 +563,7 @@ def _run_bench(spec: BenchSpec, on_message: Optional[BenchCallback]) -> dict:
         },
         "peak_flops": peak,
         "memory": {"attribution": memory.attribution},
+        "warnings": _warnings(device, load_before),
         "notes": [
             "tokens_per_second counts visual query tokens of every step (repetitions included) per batch "
             "row; with guidance each token is computed twice (cond + uncond), which the FLOPs include.",
@@ -569,6 +571,16 @@ def _run_bench(spec: BenchSpec, on_message: Optional[BenchCallback]) -> dict:
             "FLOPs count matrix products only.",
         ],
     }
+
+
+def _warnings(device: torch.device, load_before: Optional[list[float]]) -> list[str]:
+    """Conditions that make the figures unrepresentative."""
+    busy = load_before is not None and os.cpu_count() and load_before[0] > os.cpu_count()
+    if device.type == "cpu" and busy and torch.get_num_threads() > 1:
+        return [f"the machine was busy (load {load_before[0]:g} on {os.cpu_count()} cores) and torch used "
+                f"{torch.get_num_threads()} threads: small operations can stall waiting for a preempted thread; "
+                "compare with --threads 1."]
+    return []
 
 
 def _request(spec: BenchSpec, preset: Preset, tmp: Path) -> GenerationRequest:

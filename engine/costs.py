@@ -134,11 +134,11 @@ def generation_cost(
         queries = info.tokens
         keys = sum(schedule.infos[r].tokens for r in info.ref_sids) + text_tokens + condition_tokens + queries
         proj, attn, mlp = block_flops(config, queries, keys)
-        bits = info.bits
-        other = 2 * queries * (config.vae_channels * c + c * 2 * bits)
+        # The input embedding runs once and is expanded to the batch; the head runs per row.
+        other = 2 * queries * (config.vae_channels * c + batch * c * 2 * info.bits)
         for r in range(min(info.repetitions, max_repeat_times)):
             steps.append(StepCost(info.index, info.clip, r, queries, keys,
-                                  batch * proj, batch * attn, batch * mlp, batch * other))
+                                  batch * proj, batch * attn, batch * mlp, other))
     prefix = sum(block_flops(config, text_tokens, text_tokens)) + 2 * text_tokens * config.text_channels * c
     kv = kv_cache_elements(schedule, config, "minimal", text_tokens + condition_tokens, batch)
     return GenerationCost(tuple(steps), text_tokens, batch, batch * prefix, kv)

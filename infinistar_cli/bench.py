@@ -33,6 +33,8 @@ STAGES = ("encode_text", "sample", "decode", "write")
 @option("--force", is_flag=True, help="Allow --random-weights of an 8B model on the CPU.")
 @option("--dry-run", "--analytic", "dry_run", is_flag=True,
         help="Allocate nothing: print the analytic tokens, FLOPs and KV-cache size only.")
+@option("--text-tokens", type=click.IntRange(min=1),
+        help="Prompt length for --dry-run [default: the text table's 512, an upper bound].")
 @option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: torch's].")
 @option("--prompt", default=None, help="Prompt to generate from [default: a fixed bench prompt].")
 @option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
@@ -61,7 +63,8 @@ def bench(ctx: click.Context, **options: Any) -> None:
         threads=options["threads"],
     )
     if options["dry_run"]:
-        report = {"model": spec.model, "mode": mode, "dry_run": True, "analytic": engine_bench.analyze(spec)}
+        analytic = engine_bench.analyze(spec, options["text_tokens"])
+        report = {"model": spec.model, "mode": mode, "dry_run": True, "analytic": analytic}
     else:
         reporter = Reporter(quiet=settings.quiet or options["json_output"], verbose=settings.verbose, rich=False)
         report = engine_bench.run_bench(spec, on_message=reporter.message)
@@ -94,7 +97,7 @@ def _bytes(value: Optional[float]) -> str:
 def _table(title: str, columns: tuple[str, ...], rows: list[tuple], numeric: bool = True) -> Any:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", show_header=any(columns))
     for i, column in enumerate(columns):
         table.add_column(column, justify="right" if numeric and i else "left")
     for row in rows:
@@ -120,7 +123,7 @@ def analytic_rows(a: dict) -> list[tuple]:
         ("  embeddings + heads", _si(flops["embed_and_heads"], "FLOP")),
         ("  text prefix", _si(flops["text_prefix"], "FLOP")),
         ("KV cache peak", f"{_bytes(kv['bytes_bf16'])} bf16 / {_bytes(kv['bytes_fp32'])} fp32"),
-        ("transformer weights", f"{a['transformer_parameters'] / 1e9:.2f} B params: "
+        ("transformer weights", f"{_si(a['transformer_parameters'], 'params')}: "
                                 f"{_bytes(a['transformer_bytes']['bf16_blocks'])} (bf16 blocks), "
                                 f"{_bytes(a['transformer_bytes']['fp32'])} fp32"),
     ]
@@ -131,7 +134,7 @@ def render(report: dict) -> None:
 
     console = Console()
     a = report["analytic"]
-    console.print(_table(f"analytic cost: {a['preset']} {report['mode']}", ("quantity", "value"),
+    console.print(_table(f"analytic cost: {a['preset']} {report['mode']}", ("", ""),
                          analytic_rows(a), numeric=False))
     if report["dry_run"]:
         return
@@ -154,6 +157,8 @@ def render(report: dict) -> None:
     console.print(_table(f"stages (warm = median of {runs} measured run(s))",
                          ("stage", "cold s", "warm s", "peak memory"), rows))
     console.print(f"peak memory: {report['memory']['attribution']}")
+    for warning in report["warnings"]:
+        console.print(f"warning: {warning}", style="yellow")
     s = report["sampling"]
     peak = report["peak_flops"]
     console.print(_table("sampling (warm)", ("", ""), [
