@@ -113,11 +113,12 @@ def analyze(spec: BenchSpec, text_tokens: Optional[int] = None) -> dict:
     """
     _check(spec)
     preset = preset_of(spec.model)
-    cost, frames, guided = _cost(preset, spec, text_tokens or preset.transformer.text_maxlen)
+    cost, frames, guided = generation_cost_for(preset, spec, text_tokens or preset.transformer.text_maxlen)
     return _analytic_dict(preset, cost, frames, guided, text_tokens is None)
 
 
-def _cost(preset: Preset, spec: BenchSpec, text_tokens: int) -> tuple[GenerationCost, int, bool]:
+def generation_cost_for(preset: Preset, spec: BenchSpec, text_tokens: int) -> tuple[GenerationCost, int, bool]:
+    """(cost, pixel frames, guided) of the generation `spec` asks of `preset`."""
     mode = "t2i" if spec.mode == "t2i" else "t2v"  # i2v runs the t2v schedule, forced scales included
     frames = frames_for(preset, mode, spec.seconds)
     schedule = build_schedule(preset, frames)
@@ -355,22 +356,29 @@ class StageClock:
 
 
 def matmul_flops_per_second(m: int, k: int, n: int, device: torch.device, dtype: torch.dtype,
-                            min_seconds: float = 0.3) -> float:
-    """Achieved FLOP/s of a plain [m, k] @ [k, n] torch.matmul on this machine (best of batches)."""
+                            min_seconds: float = 0.3, min_samples: int = 5) -> float:
+    """Achieved FLOP/s of a plain [m, k] @ [k, n] torch.matmul on this machine.
+
+    Best of at least `min_samples` timed groups (a group repeats the call until it lasts >= 1 ms),
+    so a busy machine's preemptions lower the figure less.
+    """
     a = torch.randn(m, k, device=device, dtype=dtype)
     b = torch.randn(k, n, device=device, dtype=dtype)
     torch.matmul(a, b)
-    best, spent, iters = 0.0, 0.0, 1
-    while spent < min_seconds:
+    best, spent, samples, group = 0.0, 0.0, 0, 1
+    while spent < min_seconds or samples < min_samples:
         synchronize(device)
         start = time.perf_counter()
-        for _ in range(iters):
+        for _ in range(group):
             torch.matmul(a, b)
         synchronize(device)
         took = time.perf_counter() - start
         spent += took
-        best = max(best, 2 * m * k * n * iters / max(took, 1e-9))
-        iters = min(iters * 2, 1024)
+        if took < 1e-3 and group < 4096:
+            group *= 2
+            continue
+        samples += 1
+        best = max(best, 2 * m * k * n * group / took)
     return best
 
 
@@ -518,13 +526,23 @@ def _run_bench(spec: BenchSpec, on_message: Optional[BenchCallback]) -> dict:
     load = {"seconds": time.perf_counter() - start, "peak_memory_bytes": memory.peak_bytes(),
             "random_weights": spec.random_weights}
     pipeline.load_seconds = load["seconds"]
-    preset = pipeline.preset
+    return measure(pipeline, spec, load, memory, load_before, say)
 
+
+def measure(pipeline: Pipeline, spec: BenchSpec, load: dict, memory: Optional[MemoryProbe] = None,
+            load_before: Optional[list[float]] = None, on_message: Optional[BenchCallback] = None) -> dict:
+    """Warm-up + measured runs of an already loaded pipeline (its preset may be any Preset);
+    `load` is the {"seconds", "peak_memory_bytes", ...} record of how it was obtained."""
+    say = on_message or (lambda text: None)
+    device = pipeline.device
+    memory = memory or MemoryProbe(device)
+    load_before = load_before or _load_average()
+    preset = pipeline.preset
     with tempfile.TemporaryDirectory(prefix="infinistar-bench-") as tmp:
         request = _request(spec, preset, Path(tmp))
         frames = frames_for(preset, "t2i" if spec.mode == "t2i" else "t2v", spec.seconds)
         text_tokens = int(pipeline.components.text.tokenize([pipeline.prompt_text(request, frames)])[1].sum())
-        cost, frames, guided = _cost(preset, spec, text_tokens)
+        cost, frames, guided = generation_cost_for(preset, spec, text_tokens)
         runs = []
         total = spec.warmup + spec.repeat
         for i in range(total):
