@@ -394,14 +394,18 @@ def known_peak(device: torch.device) -> Optional[tuple[float, str]]:
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int]) -> dict:
-    """The FLOP/s to compare against: the data-sheet peak when known, else a matmul of `shape`."""
+    """The FLOP/s to compare against: the data-sheet peak when known, else the better of a matmul
+    of the model's representative `shape` and a large square one (small shapes under-use a machine)."""
     probe = matmul_flops_per_second(*shape, device=device, dtype=dtype)
+    side = 4096 if device.type == "cuda" else 1024
+    large = matmul_flops_per_second(side, side, side, device=device, dtype=dtype)
     table = known_peak(device)
-    out = {"matmul_probe": probe, "matmul_shape": list(shape), "matmul_dtype": str(dtype).replace("torch.", "")}
+    out = {"matmul_probe": probe, "matmul_shape": list(shape), "matmul_probe_large": large,
+           "matmul_large_shape": [side] * 3, "matmul_dtype": str(dtype).replace("torch.", "")}
     if table is not None:
         out.update(value=table[0], source=f"data sheet ({table[1]} dense bf16)")
     else:
-        out.update(value=probe, source="matmul probe")
+        out.update(value=max(probe, large), source="best torch.matmul probe")
     return out
 
 
