@@ -36,7 +36,7 @@ from engine.pipeline import Pipeline, frames_for, sampling_for
 from engine.presets import Preset
 from engine.request import Event, GenerationRequest
 from engine.schedule import build_schedule
-from engine.text import FLAN_T5_MAX_LENGTH, TextEncoder
+from engine.text import FLAN_T5_MAX_LENGTH, TINY_MAX_LENGTH, TextEncoder
 from engine.transformer import InfinityTransformer
 from engine.vae import VideoVAE, _bit_mask, vae_config
 
@@ -109,12 +109,18 @@ def _check(spec: BenchSpec) -> None:
 def analyze(spec: BenchSpec, text_tokens: Optional[int] = None) -> dict:
     """Tokens, FLOPs, KV-cache and weight sizes of one generation; no model is built.
 
-    Without `text_tokens` the prompt is assumed to fill the text table (its upper bound).
+    Without `text_tokens` the prompt is assumed as long as the text encoder allows (an upper bound).
     """
     _check(spec)
     preset = preset_of(spec.model)
-    cost, frames, guided = generation_cost_for(preset, spec, text_tokens or preset.transformer.text_maxlen)
+    cost, frames, guided = generation_cost_for(preset, spec, text_tokens or max_text_tokens(preset))
     return _analytic_dict(preset, cost, frames, guided, text_tokens is None)
+
+
+def max_text_tokens(preset: Preset) -> int:
+    """The longest prompt the preset's text encoder passes on (its tokenizer's max length)."""
+    encoder_max = TINY_MAX_LENGTH if preset.text_encoder == "tiny" else FLAN_T5_MAX_LENGTH
+    return min(encoder_max, preset.transformer.text_maxlen)
 
 
 def generation_cost_for(preset: Preset, spec: BenchSpec, text_tokens: int) -> tuple[GenerationCost, int, bool]:

@@ -34,7 +34,7 @@ STAGES = ("encode_text", "sample", "decode", "write")
 @option("--dry-run", "--analytic", "dry_run", is_flag=True,
         help="Allocate nothing: print the analytic tokens, FLOPs and KV-cache size only.")
 @option("--text-tokens", type=click.IntRange(min=1),
-        help="Prompt length for --dry-run [default: the text table's 512, an upper bound].")
+        help="Prompt length for --dry-run [default: the text encoder's maximum (512), an upper bound].")
 @option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: torch's].")
 @option("--prompt", default=None, help="Prompt to generate from [default: a fixed bench prompt].")
 @option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
@@ -110,7 +110,8 @@ def analytic_rows(a: dict) -> list[tuple]:
     kv = a["kv_cache"]
     text = f"{a['text_tokens']}" + (" (assumed maximum)" if a.get("text_tokens_assumed_max") else "")
     return [
-        ("output", f"{a['width']}x{a['height']}, {a['frames']} frames ({a['seconds']:g} s)"),
+        ("output", f"{a['width']}x{a['height']}, " + (f"{a['frames']} frames ({a['seconds']:g} s)"
+                                                       if a["frames"] > 1 else "1 frame (image)")),
         ("schedule", f"{a['clips']} clips, {a['scales']} scales, {a['steps']} steps"),
         ("batch", f"{a['batch']} ({'cond + uncond' if a['guidance'] else 'no guidance'})"),
         ("text tokens", text),
