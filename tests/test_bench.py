@@ -164,3 +164,11 @@ def test_random_components_are_finite_and_shaped_like_the_preset():
     assert all(torch.isfinite(p).all() for p in params)
     assert sum(p.numel() for p in components.transformer.parameters()) == parameter_count(preset.transformer)
     assert components.vae.quantizer.lfq_semantic.mask.tolist()[-1] == 1
+
+
+def test_random_t5_encodes_bytes(monkeypatch):
+    """The 8B presets' random text encoder, at a small width: a byte tokenizer feeding a T5 encoder."""
+    monkeypatch.setattr(bench, "T5_XL", dict(vocab_size=300, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4))
+    encoder = bench._random_t5_xl(torch.device("cpu"), torch.Generator().manual_seed(0))
+    (features,) = encoder.encode(["a fox"])
+    assert features.shape == (len("a fox") + 1, 32) and torch.isfinite(features).all()
