@@ -1,9 +1,9 @@
 """Engine speed on the CPU at a mid-size config, as ratios that carry over between machines.
 
-Builds a scaled-down InfinityStar (default 6 layers, width 768, GQA 12/3 heads of 64, SwiGLU 4x) with
-random weights, a reduced two-clip schedule (largest scale 4x12x16 latent cells = 192x256 pixels,
-17 frames) and the tiny VAE decoder (--vae released for the real widths), then runs it through `engine.bench.measure` (the
-pipeline itself, timed by its events) and prints:
+Builds a scaled-down InfinityStar (default 6 layers, width 768, GQA 12/3 heads of 64, SwiGLU 4x)
+with random weights, a reduced two-clip schedule (largest scale 4x12x16 latent cells = 192x256
+pixels, 17 frames) and the tiny VAE decoder (--vae released for the real widths), then runs it
+through `engine.bench.measure` (the pipeline itself, timed by its events) and prints:
 
   engine / matmul   the FLOP/s of sampling divided by the FLOP/s the very same GEMMs reach as
                     plain torch.matmul calls on this machine (every projection, MLP and attention

@@ -15,13 +15,12 @@ such in `memory.attribution`).
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
