@@ -253,6 +253,15 @@ def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Te
     return torch.stack(kept), facts
 
 
+def check_input(mode: str, path: str | Path) -> None:
+    """Cheap early check of an i2v/extend input (header only), before a model is loaded."""
+    if mode == "i2v":
+        open_image(path).close()
+    elif mode == "extend":
+        if video_io.media_info(path)["kind"] != "video":
+            raise MediaError(f"{Path(path).name} is an image; extend needs a video (use i2v for images).")
+
+
 # ----------------------------------------------------------------------------- resolution
 
 

@@ -188,10 +188,10 @@ def collect_jobs(mode: str, options: dict) -> list[Job]:
     if prompt_file and (options.get("then") or options.get("story")):
         raise click.UsageError("--then/--story make one long video; they cannot be combined with --prompt-file")
     if mode in INPUTS:
-        video_io._require_file(options[INPUTS[mode]])  # a missing input fails before the model loads
-        if options.get("aspect"):
-            from engine.conditioning import aspect_h_div_w
+        from engine.conditioning import aspect_h_div_w, check_input  # torch: imported only when needed
 
+        check_input(mode, options[INPUTS[mode]])  # a missing or unreadable input fails before the model loads
+        if options.get("aspect"):
             aspect_h_div_w(options["aspect"], 1, 1)
     if prompt_file:
         return read_prompt_file(prompt_file, "t2i" if mode == "t2i" else "t2v")
