@@ -1,6 +1,7 @@
 """Small input files for the i2v/extend tests: patterned videos, odd images, broken files."""
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from pathlib import Path
@@ -73,3 +74,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_pipeline():
+    """The real tiny model, loaded once per test session (CPU)."""
+    from engine.pipeline import load_pipeline
+
+    return load_pipeline("tiny", device="cpu")

@@ -13,11 +13,10 @@ from engine import conditioning, presets
 from engine.conditioning import (ConditioningError, encode_reference, extend_layout, extend_steps, load_image,
                                  open_image, read_video_resampled, transform_image)
 from engine.errors import MediaError
-from engine.pipeline import load_pipeline
 from engine.quantizer import latent_from_bits
 from engine.request import GenerationRequest
 from engine.schedule import build_schedule
-from media_fakes import (flat_frames, one_thread, pattern_frames, write_image, write_png_header_only,  # noqa: F401
+from media_fakes import (tiny_pipeline, flat_frames, one_thread, pattern_frames, write_image, write_png_header_only,  # noqa: F401
                          write_video)
 
 TINY = presets.get("tiny")
@@ -25,7 +24,7 @@ TINY = presets.get("tiny")
 
 @pytest.fixture(scope="module")
 def pipe():
-    return load_pipeline("tiny", device="cpu")
+    return tiny_pipeline()
 
 
 @pytest.fixture
