@@ -12,6 +12,11 @@ scales those bits force); the pipeline then makes the same `sample_latent` call 
   720p has one clip per video, so its window is a single frame: continuation from the last frame
   (i2v-like; motion is not carried over). tiny: 33 frames, window 17, 16 new.
   The window comes from the end of the input (the reference takes the first 5 s; `from_start`).
+- The InfinityStar-Interact recipe (spec §5.6), used for every continuation with the `interact`
+  preset: the previous 21-latent window (for an input video: its raw, unquantized encoding) becomes
+  a semantic condition (its last 20 latents at the pyramid's 8th scale) and a detail condition (the
+  story's first latent + the window's last two), attended by a one-clip segment schedule; the
+  window's last 20 latents and the new 20 are decoded together and the last 80 frames kept.
 - The VAE posterior sample: the reference draws ε from the unseeded global RNG; here it comes from
   a separate `torch.Generator` on the VAE's device seeded with the request seed, so one seed fixes
   the whole output.
@@ -28,16 +33,22 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from engine import video_io
 from engine.errors import InfinistarError, MediaError
 from engine.presets import Preset
 from engine.quantizer import encode_bits
-from engine.schedule import Schedule, build_schedule
+from engine.sampling import ConditionTokens
+from engine.schedule import Schedule, build_schedule, build_segment_schedule
 
 # Above this many pixels an image is shrunk cheaply (JPEG DCT scaling, else `reduce`) to about twice
 # the needed size before the exact transform; at or below it the result is the official transform's.
 PRESHRINK_PIXELS = 16_000_000
+# Interact (spec §5.6): the semantic condition's pyramid scale (6x11 at 480p 16:9; at most half the
+# pyramid for smaller presets) and the RoPE scale-axis rows of the two conditions.
+INTERACT_SEMANTIC_SCALE = 7
+INTERACT_ROWS = (800, 801)
 
 
 class ConditioningError(InfinistarError):
@@ -53,6 +64,16 @@ class Reference:
 
     frames: torch.Tensor
     source: dict = field(default_factory=dict)
+    carry: Optional["Carry"] = None  # interact: the previous latent window, instead of re-encoding frames
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What an interact segment continues from: the last window of latents [1, C, 1 + clip, h, w]
+    and the story's first latent [1, C, 1, h, w], fixed for the whole story."""
+
+    window: torch.Tensor
+    first: torch.Tensor
 
 
 @dataclass
@@ -66,6 +87,24 @@ class Conditioning:
     prefix: Optional[torch.Tensor] = None
     skip: int = 0
     metadata: dict = field(default_factory=dict)
+    conditions: tuple[ConditionTokens, ...] = ()
+    latent_prefix: Optional[torch.Tensor] = None  # decoded together with (before) the sampled latent
+    text_frames: Optional[int] = None  # the length the prompt's duration tag names, if not the schedule's
+    carry_latents: int = 0  # interact: latents of the window a following segment continues
+    first_latent: Optional[torch.Tensor] = None
+
+    def full_latent(self, sampled: torch.Tensor) -> torch.Tensor:
+        """The latent to decode: any latent prefix, then the sampled one."""
+        if self.latent_prefix is None:
+            return sampled
+        return torch.cat([self.latent_prefix.to(sampled), sampled], dim=2)
+
+    def carry(self, latent: torch.Tensor) -> Optional[Carry]:
+        """For the interact recipe: the window a following segment continues from."""
+        if not self.carry_latents:
+            return None
+        window = latent[:, :, -self.carry_latents:]
+        return Carry(window, window[:, :, :1] if self.first_latent is None else self.first_latent)
 
     def compose(self, decoded: torch.Tensor) -> torch.Tensor:
         """The result frames: prefix + decoded[skip:]."""
@@ -115,9 +154,22 @@ def extend_layout(preset: Preset, h_div_w: Optional[float] = None) -> tuple[Sche
     return schedule, window, forced
 
 
-def _step_seconds(preset: Preset) -> Fraction:
+def uses_interact(preset: Preset) -> bool:
+    """Whether continuations use the InfinityStar-Interact recipe (the `interact` preset)."""
+    return preset.name == "interact"
+
+
+def continuation_window(preset: Preset) -> tuple[int, int]:
+    """(window frames a continuation conditions on, new frames it adds)."""
+    if uses_interact(preset):
+        clip, tc = preset.schedule.frames_inner_clip, preset.schedule.temporal_compression
+        return 1 + tc * clip, tc * clip
     schedule, window, _ = extend_layout(preset)
-    return Fraction(schedule.num_frames - window, preset.fps)
+    return window, schedule.num_frames - window
+
+
+def _step_seconds(preset: Preset) -> Fraction:
+    return Fraction(continuation_window(preset)[1], preset.fps)
 
 
 def extend_steps(preset: Preset, seconds: Optional[int]) -> int:
@@ -295,40 +347,50 @@ def image_conditioning(pipeline, request, frames: int) -> Conditioning:
     return Conditioning(schedule, bits, schedule.scales_per_clip, metadata=metadata)
 
 
+def _input_frames(preset: Preset, request, reference: Optional[Reference], pixel_size) -> tuple:
+    """(frames at the model's fps and size, facts for the metadata, h/w for the schedule)."""
+    if reference is not None:
+        frames = reference.frames
+        return frames, dict(reference.source), frames.shape[1] / frames.shape[2]
+    size = {}
+
+    def size_for(width: int, height: int) -> tuple[int, int]:
+        size["h_div_w"] = aspect_h_div_w(request.aspect, width, height)
+        return pixel_size(size["h_div_w"])
+
+    frames, facts = read_video_resampled(request.video, preset.fps, size_for)
+    return frames, {**file_facts(request.video), **facts}, size["h_div_w"]
+
+
+def _pad_window(frames: torch.Tensor, window: int, facts: dict, preset: Preset) -> torch.Tensor:
+    """Refuse inputs shorter than the window; a clip exactly (window - 1) / fps long gets its last frame
+    repeated (it resamples to one frame short; the reference stretches it over the window)."""
+    count = len(frames)
+    if count == window - 1 and window > 1:
+        return torch.cat([frames, frames[-1:]])
+    if count < window:
+        name = facts.get("name", "the video")
+        raise ConditioningError(
+            f"{name} is too short ({count / preset.fps:.2f} s): extending with {preset.name} needs at least "
+            f"{(window - 1) / preset.fps:g} s ({window} frames at {preset.fps} fps) to condition on."
+        )
+    return frames
+
+
 def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Conditioning:
     """extend: force every clip but the last with the encoded window of the input."""
     preset: Preset = pipeline.preset
     if request.seconds is not None and extend_steps(preset, request.seconds) != 1:
         raise ConditioningError(f"one extend run adds {float(_step_seconds(preset)):g} s; "
                                 "engine.story.run_story chains several.")
-    if reference is None:
-        size = {}
-
-        def size_for(width: int, height: int) -> tuple[int, int]:
-            size["h_div_w"] = aspect_h_div_w(request.aspect, width, height)
-            return extend_layout(preset, size["h_div_w"])[0].pixel_size
-
-        frames, facts = read_video_resampled(request.video, preset.fps, size_for)
-        facts = {**file_facts(request.video), **facts}
-        h_div_w = size["h_div_w"]
-    else:
-        frames, facts = reference.frames, dict(reference.source)
-        h_div_w = frames.shape[1] / frames.shape[2]
+    if uses_interact(preset):
+        return interact_conditioning(pipeline, request, reference)
+    frames, facts, h_div_w = _input_frames(preset, request, reference,
+                                           lambda r: extend_layout(preset, r)[0].pixel_size)
     schedule, window, forced = extend_layout(preset, h_div_w)
     if tuple(frames.shape[1:3]) != schedule.pixel_size:
         raise ConditioningError(f"reference frames are {tuple(frames.shape[1:3])}, the model needs {schedule.pixel_size}")
-    count = len(frames)
-    seconds = (window - 1) / preset.fps
-    # A clip of exactly `seconds` (e.g. 80 frames for 5 s at 16 fps) resamples to one frame short of
-    # the window; the reference stretches it over the window, we repeat its last frame.
-    if count == window - 1 and window > 1:
-        frames = torch.cat([frames, frames[-1:]])
-    elif count < window:
-        name = facts.get("name", "the video")
-        raise ConditioningError(
-            f"{name} is too short ({count / preset.fps:.2f} s): extending with {preset.name} needs at least "
-            f"{seconds:g} s ({window} frames at {preset.fps} fps) to condition on."
-        )
+    frames = _pad_window(frames, window, facts, preset)
     start = 0 if request.from_start else len(frames) - window
     window_frames = frames[start:start + window]
     prefix = None if request.only_new or request.from_start else frames[:start]
@@ -343,6 +405,48 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
     return Conditioning(schedule, bits, forced, prefix=prefix, skip=skip, metadata=metadata)
 
 
+def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> Conditioning:
+    """The InfinityStar-Interact continuation (spec §5.6): conditions, not forced bits."""
+    preset: Preset = pipeline.preset
+    clip, tc = preset.schedule.frames_inner_clip, preset.schedule.temporal_compression
+    window, new = continuation_window(preset)
+    prefix = None
+    if reference is not None and reference.carry is not None:
+        former, first = reference.carry.window, reference.carry.first
+        facts, h_div_w = dict(reference.source), reference.frames.shape[1] / reference.frames.shape[2]
+        start = None
+    else:
+        # The set-up step of the reference: the window's raw (unquantized) encoding is the first `former`.
+        frames, facts, h_div_w = _input_frames(preset, request, reference,
+                                               lambda r: build_segment_schedule(preset, r).pixel_size)
+        frames = _pad_window(frames, window, facts, preset)
+        start = 0 if request.from_start else len(frames) - window
+        vae = pipeline.components.vae
+        device = vae.proj_down.weight.device
+        generator = torch.Generator(device=device).manual_seed(request.seed)
+        former = vae.encode_raw_features(to_unit(frames[start:start + window]).to(device), generator=generator)
+        first = former[:, :, :1]
+        if not request.only_new:  # the input up to the window's end (only the window with from_start)
+            prefix = frames[start if request.from_start else 0:start + window]
+    schedule = build_segment_schedule(preset, h_div_w)
+    if former.shape[2] != 1 + clip or tuple(former.shape[3:]) != schedule.clip_shapes[0][1:]:
+        raise ConditioningError(f"an interact window is {1 + clip} latents of {schedule.clip_shapes[0][1:]}")
+    recent = former[:, :, 1:]
+    k = min(INTERACT_SEMANTIC_SCALE, schedule.scales_per_clip // 2)
+    semantic = F.interpolate(recent, size=schedule.scales[k], mode="area")
+    detail = torch.cat([first, recent[:, :, [clip - 2, clip - 1]]], dim=2)
+    conditions = (ConditionTokens("semantic_condition", semantic, tuple(range(1, clip + 1)), INTERACT_ROWS[0]),
+                  ConditionTokens("detail_condition", detail, (0, clip - 1, clip), INTERACT_ROWS[1]))
+    decoded = 1 + tc * (2 * clip - 1)  # the window's last `clip` latents and the new ones
+    metadata = {"input": facts, "recipe": "interact", "conditions": {"semantic_scale": k, "rope_rows": INTERACT_ROWS},
+                "forced_scales": 0, "encode_seed": request.seed, "new_frames": new, "only_new": request.only_new,
+                "prefix_frames": 0 if prefix is None else len(prefix)}
+    if start is not None:
+        metadata["window"] = {"start_frame": start, "frames": window, "from_start": request.from_start}
+    return Conditioning(schedule, prefix=prefix, skip=decoded - new, metadata=metadata, conditions=conditions,
+                        latent_prefix=recent, text_frames=window, carry_latents=1 + clip, first_latent=first)
+
+
 def resolve(pipeline, request, frames: int, reference: Optional[Reference] = None) -> Conditioning:
     """The conditioning of any request; t2v/t2i force nothing."""
     if request.mode == "i2v":
@@ -353,4 +457,7 @@ def resolve(pipeline, request, frames: int, reference: Optional[Reference] = Non
         if request.video is None and reference is None:
             raise ConditioningError("extend needs a video.")
         return video_conditioning(pipeline, request, reference)
-    return Conditioning(build_schedule(pipeline.preset, frames))
+    cond = Conditioning(build_schedule(pipeline.preset, frames))
+    if uses_interact(pipeline.preset):
+        cond.carry_latents = 1 + pipeline.preset.schedule.frames_inner_clip
+    return cond

@@ -122,7 +122,7 @@ class Pipeline:
 
         start = time.perf_counter()
         emit(Event("encode_text", 0, 1))
-        sent = self.prompt_text(request, schedule.num_frames)
+        sent = self.prompt_text(request, cond.text_frames or schedule.num_frames)
         prompts = [sent] + ([request.negative_prompt] if request.negative_prompt else [])
         features = c.text.encode(prompts)
         text = TextCondition(features[0], features[1] if len(features) > 1 else None)
@@ -137,11 +137,12 @@ class Pipeline:
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         with self._autocast():
             sampled = sample_latent(c.transformer, schedule, text, sampling, generator, forced_bits=cond.forced_bits,
-                                    forced_scales=cond.forced_scales, on_step=on_step)
+                                    forced_scales=cond.forced_scales, conditions=cond.conditions, on_step=on_step)
         timings["sample"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        decoded = self.decode(sampled.latent, emit)
+        latent = cond.full_latent(sampled.latent)
+        decoded = self.decode(latent, emit)
         timings["decode"] = time.perf_counter() - start
 
         frames = cond.compose(decoded)
@@ -149,7 +150,8 @@ class Pipeline:
         metadata.update(cond.metadata)
         metadata["output_frames"] = len(frames)
         metadata["timings"] = {k: round(v, 4) for k, v in timings.items()}
-        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings, decoded=decoded)
+        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings, decoded=decoded,
+                      carry=cond.carry(latent))
 
     def run_story(self, requests, on_event: Optional[EventCallback] = None):
         """Consecutive segments of one video, yielded one Result at a time (engine.story)."""

@@ -2,8 +2,9 @@
 
 Segment 1 is any request (t2v, i2v, extend). Every later segment is an extend step whose
 conditioning window is the last frames of the video so far (re-encoded and forced, pipeline spec
-§5.5); only its new frames are yielded, so writing the yielded frames in order gives one video and
-memory holds one segment plus one window.
+§5.5; with the `interact` preset the previous latent window conditions the InfinityStar-Interact
+recipe instead, §5.6); only its new frames are yielded, so writing the yielded frames in order
+gives one video and memory holds one segment plus one window.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from engine.conditioning import ConditioningError, Reference, extend_layout
+from engine.conditioning import ConditioningError, Reference, continuation_window
 from engine.request import Event, EventCallback, GenerationRequest, Result
 
 
@@ -39,20 +40,19 @@ def run_story(pipeline, requests: Sequence[GenerationRequest],
               on_event: Optional[EventCallback] = None) -> Iterator[Result]:
     """Yield one Result per request; segment k > 0 continues the frames so far (mode extend)."""
     emit = on_event or (lambda event: None)
-    if len(requests) > 1 and pipeline.preset.name == "interact":
-        raise ConditioningError("multi-segment videos with the interact preset need the interactive sampler, "
-                                "which is not implemented yet.")
-    window = extend_layout(pipeline.preset)[1]
+    window = continuation_window(pipeline.preset)[0]
     tail: Optional[torch.Tensor] = None
+    carry = None
     for k, request in enumerate(requests):
         emit(Event("segment", k + 1, len(requests), message=request.prompt))
         reference = None
         if k:
             if request.mode != "extend":
                 raise ConditioningError(f"story segment {k + 1} must be an extend request, not {request.mode}.")
-            reference = Reference(tail, {"segment": k + 1, "continues": "the previous segments"})
+            reference = Reference(tail, {"segment": k + 1, "continues": "the previous segments"}, carry)
         result = pipeline.run(request, on_event, reference=reference)
         result.metadata["segment"] = k + 1
         decoded = result.decoded if result.decoded is not None else result.frames
         tail = decoded[-window:] if tail is None or len(decoded) >= window else torch.cat([tail, decoded])[-window:]
+        carry = result.carry
         yield result

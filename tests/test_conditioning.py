@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -179,3 +180,44 @@ def test_story_segments_continue_the_video(pipe, sampled):
     window_schedule = build_schedule(TINY.schedule, 17)
     bits = encode_reference(pipe.components.vae, results[0].decoded[-17:], window_schedule, seed=10)
     assert torch.equal(sampled[1][1].latent[:, :, :5], latent_from_bits(bits, window_schedule))
+
+
+def test_interact_recipe_story(pipe, sampled):
+    """The InfinityStar-Interact continuation (spec §5.6) on the tiny model posing as `interact`."""
+    import torch.nn.functional as F
+
+    from engine.pipeline import Pipeline
+    from engine.story import story_requests
+
+    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,))))
+    results = list(interact.run_story(story_requests(GenerationRequest(mode="t2v", prompt="a", seed=1), ["b", "c"])))
+    assert [len(r.frames) for r in results] == [17, 16, 16]
+    calls = [kwargs for kwargs, _ in sampled]
+    assert [len(k["conditions"]) for k in calls] == [0, 2, 2] and {k["forced_scales"] for k in calls} == {0}
+    window, new2 = sampled[0][1].latent, sampled[1][1].latent
+    assert window.shape[2] == 5 and new2.shape[2] == 4
+    semantic, detail = calls[1]["conditions"]
+    assert (semantic.key, semantic.frames, semantic.rope_row) == ("semantic_condition", (1, 2, 3, 4), 800)
+    assert torch.equal(semantic.codes, F.interpolate(window[:, :, 1:], size=(4, 2, 3), mode="area"))
+    assert (detail.key, detail.frames, detail.rope_row) == ("detail_condition", (0, 3, 4), 801)
+    assert torch.equal(detail.codes, torch.cat([window[:, :, :1], window[:, :, 3:5]], dim=2))
+    # the window's last 4 latents are decoded with the new 4; the last 16 frames are kept
+    assert torch.equal(results[1].frames, interact.decode(torch.cat([window[:, :, 1:], new2], dim=2))[-16:])
+    # segment 3 continues [last old latent, 4 new] and keeps the story's first latent
+    detail3 = calls[2]["conditions"][1]
+    assert torch.equal(detail3.codes, torch.cat([window[:, :, :1], new2[:, :, 2:4]], dim=2))
+    assert results[1].metadata["prompt_sent"] == "<<<t=1s>>>b" and results[1].metadata["recipe"] == "interact"
+
+
+def test_interact_extend_encodes_the_window_raw(pipe, tmp_path):
+    from engine.pipeline import Pipeline
+
+    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,))))
+    source = write_video(tmp_path / "in.mp4", pattern_frames(20))
+    cond = conditioning.resolve(interact, GenerationRequest(mode="extend", prompt="", seed=2, video=source), 0)
+    inputs, _ = read_video_resampled(source, 16, lambda w, h: (48, 64))
+    vae = pipe.components.vae
+    raw = vae.encode_raw_features(conditioning.to_unit(inputs[3:]), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(cond.latent_prefix, raw[:, :, 1:]) and torch.equal(cond.first_latent, raw[:, :, :1])
+    assert torch.equal(cond.prefix, inputs) and cond.skip == 13 and cond.forced_bits is None
+    assert cond.schedule.scales == ((4, 1, 1), (4, 2, 2), (4, 2, 3), (4, 3, 4))
