@@ -219,6 +219,10 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
         overrides = dict(job.overrides)
         if mode != "extend":
             check_seconds(model, overrides.get("seconds"), job.where)
+        elif overrides.get("seconds") and model in presets.names():
+            from engine.conditioning import extend_steps
+
+            extend_steps(presets.get(model), overrides["seconds"])
         for seed in job.seeds or options["seeds"] or (random_seed(),):
             index = len(planned) + 1
             template = job.output or options["output"]
