@@ -449,15 +449,16 @@ def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> 
 
 def resolve(pipeline, request, frames: int, reference: Optional[Reference] = None) -> Conditioning:
     """The conditioning of any request; t2v/t2i force nothing."""
-    if request.mode == "i2v":
-        if request.image is None:
-            raise ConditioningError("i2v needs an image.")
-        return image_conditioning(pipeline, request, frames)
     if request.mode == "extend":
         if request.video is None and reference is None:
             raise ConditioningError("extend needs a video.")
         return video_conditioning(pipeline, request, reference)
-    cond = Conditioning(build_schedule(pipeline.preset, frames))
-    if uses_interact(pipeline.preset):
+    if request.mode == "i2v":
+        if request.image is None:
+            raise ConditioningError("i2v needs an image.")
+        cond = image_conditioning(pipeline, request, frames)
+    else:
+        cond = Conditioning(build_schedule(pipeline.preset, frames))
+    if uses_interact(pipeline.preset):  # an interact story continues this video's last latent window
         cond.carry_latents = 1 + pipeline.preset.schedule.frames_inner_clip
     return cond
