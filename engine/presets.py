@@ -159,7 +159,7 @@ _PRESETS: dict[str, Preset] = {
         fps=16,
         frames=(81,),
         checkpoint_dir="InfinityStarInteract_24K_iters",
-        description="InfinityStar-Interact 8B, 480x848 (interactive segments not implemented yet)",
+        description="InfinityStar-Interact 8B, 480x848; --then/--story and extend continue 5 s per prompt",
     ),
     # Exactly the architecture and schedule of tests/fixtures/golden (random weights, CPU seconds).
     # text_maxlen stays 512: the golden checkpoint has a [512, 48] cfg_uncond and RoPE offset 512.
