@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from engine import __version__
+from engine import __version__, conditioning
 from engine.errors import InfinistarError
 from engine.loading import Components, load_components
 from engine.presets import Preset, SamplingConfig
@@ -98,20 +98,31 @@ class Pipeline:
     def schedule(self, request: GenerationRequest) -> Schedule:
         return build_schedule(self.preset, frames_for(self.preset, request.mode, request.seconds))
 
-    def run(self, request: GenerationRequest, on_event: Optional[EventCallback] = None) -> Result:
+    def run(self, request: GenerationRequest, on_event: Optional[EventCallback] = None,
+            reference: Optional[conditioning.Reference] = None) -> Result:
+        """Generate one output. i2v/extend read `request.image`/`request.video`, or continue the
+        in-memory `reference` frames (story segments, engine.story)."""
         emit = on_event or _ignore
-        if not request.prompt.strip():
+        if request.mode in ("t2i", "t2v") and not request.prompt.strip():
             raise RequestError("the prompt is empty.")
-        if request.mode not in ("t2i", "t2v"):
-            raise RequestError(f"mode {request.mode!r} is not available yet.")
+        if request.mode not in ("t2i", "t2v", "i2v", "extend"):
+            raise RequestError(f"unknown mode {request.mode!r}.")
         c = self.components
-        schedule = self.schedule(request)
         sampling = sampling_for(self.preset, request)
         timings = {"load": round(self.load_seconds, 4)}
+        start = time.perf_counter()
+        if request.mode in ("i2v", "extend"):
+            emit(Event("encode_reference", 0, 1))
+        frames = 0 if request.mode == "extend" else frames_for(self.preset, request.mode, request.seconds)
+        cond = conditioning.resolve(self, request, frames, reference)
+        schedule = cond.schedule
+        if request.mode in ("i2v", "extend"):
+            emit(Event("encode_reference", 1, 1))
+            timings["encode_reference"] = time.perf_counter() - start
 
         start = time.perf_counter()
         emit(Event("encode_text", 0, 1))
-        sent = self.prompt_text(request, schedule.num_frames)
+        sent = self.prompt_text(request, cond.text_frames or schedule.num_frames)
         prompts = [sent] + ([request.negative_prompt] if request.negative_prompt else [])
         features = c.text.encode(prompts)
         text = TextCondition(features[0], features[1] if len(features) > 1 else None)
@@ -125,16 +136,28 @@ class Pipeline:
 
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
         with self._autocast():
-            sampled = sample_latent(c.transformer, schedule, text, sampling, generator, on_step=on_step)
+            sampled = sample_latent(c.transformer, schedule, text, sampling, generator, forced_bits=cond.forced_bits,
+                                    forced_scales=cond.forced_scales, conditions=cond.conditions, on_step=on_step)
         timings["sample"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        frames = self.decode(sampled.latent, emit)
+        latent = cond.full_latent(sampled.latent)
+        decoded = self.decode(latent, emit)
         timings["decode"] = time.perf_counter() - start
 
+        frames = cond.compose(decoded)
         metadata = self.metadata(request, schedule, sampling, sent)
+        metadata.update(cond.metadata)
+        metadata["output_frames"] = len(frames)
         metadata["timings"] = {k: round(v, 4) for k, v in timings.items()}
-        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings)
+        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings, decoded=decoded,
+                      carry=cond.carry(latent))
+
+    def run_story(self, requests, on_event: Optional[EventCallback] = None):
+        """Consecutive segments of one video, yielded one Result at a time (engine.story)."""
+        from engine.story import run_story
+
+        return run_story(self, requests, on_event)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, emit: EventCallback = _ignore) -> torch.Tensor:
