@@ -16,6 +16,10 @@ from torch import nn
 from engine.presets import TransformerConfig
 from engine.rope import apply_rope
 
+# Rows (batch x tokens) the MLP processes at once: its 4x-wide temporaries dominate the memory of
+# the big scales (720p: 144000 rows), and the MLP is per-token, so splitting rows changes nothing.
+MLP_CHUNK_ROWS = 16384
+
 
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32; the weight keeps its own dtype, the result takes the input's."""
@@ -62,6 +66,9 @@ class KVCache:
     def num_elements(self) -> int:
         return sum(k.numel() + v.numel() for entries in self.layers for k, v in entries.values())
 
+    def num_bytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for entries in self.layers for k, v in entries.values())
+
 
 class Attention(nn.Module):
     """GQA self-attention with per-head QK RMSNorm and 4-axis RoPE."""
@@ -107,8 +114,22 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.embed_dim, cfg.mlp_hidden, bias=False)
         self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.embed_dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bs, n, _ = x.shape
+        step = max(1, MLP_CHUNK_ROWS // bs)
+        if n <= step:
+            return self._ffn(x)
+        parts = x.split(step, dim=1)
+        first = self._ffn(parts[0])
+        out = first.new_empty(bs, n, first.shape[-1])
+        out[:, :step] = first
+        del first
+        for i, part in enumerate(parts[1:], start=1):
+            out[:, i * step : i * step + part.shape[1]] = self._ffn(part)
+        return out
 
 
 class Block(nn.Module):
@@ -164,7 +185,8 @@ class InfinityTransformer(nn.Module):
 
     @property
     def block_dtype(self) -> torch.dtype:
-        return self.layers()[0].attn.q_proj.weight.dtype
+        # Read from a norm: the linears may hold 8-bit weights (engine.quant).
+        return self.layers()[0].input_layernorm.weight.dtype
 
     def to_inference_dtype(self, device: torch.device | str) -> InfinityTransformer:
         """fp32 on CPU; on CUDA the blocks in bf16 and embeddings/norm/heads in fp32 (as released).
