@@ -74,10 +74,11 @@ class HomeCopy:
         return [t.to(device, non_blocking=non_blocking, copy=True) for t in self.home]
 
     def install(self, tensors: list[torch.Tensor]) -> None:
+        params: dict[int, nn.Parameter] = {}  # one Parameter per tensor keeps ties tied
         for mod, kind, name, i in self.slots:
             tensor = tensors[i]
             if kind == "_parameters":
-                tensor = nn.Parameter(tensor, requires_grad=False)
+                tensor = params.setdefault(i, nn.Parameter(tensor, requires_grad=False))
             getattr(mod, kind)[name] = tensor
 
     def release(self) -> None:
