@@ -16,9 +16,14 @@ from torch import nn
 from engine.presets import TransformerConfig
 from engine.rope import apply_rope
 
-# Rows (batch x tokens) the MLP processes at once: its 4x-wide temporaries dominate the memory of
-# the big scales (720p: 144000 rows), and the MLP is per-token, so splitting rows changes nothing.
-MLP_CHUNK_ROWS = 16384
+# Rows (batch x tokens) a block processes at once. Everything in a block but the attention itself
+# is per token, so a big scale (720p: 2 x 72000 rows) runs in row chunks after its K/V are made:
+# the 4x-wide MLP temporaries and the fp32 norm/RoPE temporaries then exist for one chunk only.
+BLOCK_CHUNK_ROWS = 8192
+
+
+def _row_spans(n: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
 class RMSNorm(nn.Module):
@@ -84,6 +89,23 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(dh, cfg.norm_eps)
         self.k_norm = RMSNorm(dh, cfg.norm_eps)
 
+    def project_kv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K (normed, rotated) and V of x [bs, L, C], each [bs, Hkv, L, dh]."""
+        bs, n, _ = x.shape
+        k = self.k_norm(self.k_proj(x).view(bs, n, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(bs, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope(k, rope), v
+
+    def attend(self, x: torch.Tensor, rope: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+               attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries of x [bs, L, C] against all `keys`/`values`; returns the o_proj output."""
+        bs, n, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(bs, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            apply_rope(q, rope), keys, values, attn_mask=attn_mask, enable_gqa=self.num_heads != self.num_kv_heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(bs, n, -1))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -92,17 +114,16 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [bs, L, C] attends to `past` K/V entries then itself. Returns (out, k, v) of x."""
-        bs, n, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(bs, n, self.num_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(bs, n, self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        v = self.v_proj(x).view(bs, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
-        keys = torch.cat([p[0] for p in past] + [k], dim=2) if past else k
-        values = torch.cat([p[1] for p in past] + [v], dim=2) if past else v
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=attn_mask, enable_gqa=self.num_heads != self.num_kv_heads
-        )
-        return self.o_proj(out.transpose(1, 2).reshape(bs, n, -1)), k, v
+        k, v = self.project_kv(x, rope)
+        keys, values = _with_past(past, k, v)
+        return self.attend(x, rope, keys, values, attn_mask), k, v
+
+
+def _with_past(past: Sequence[tuple[torch.Tensor, torch.Tensor]], k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not past:
+        return k, v
+    return torch.cat([p[0] for p in past] + [k], dim=2), torch.cat([p[1] for p in past] + [v], dim=2)
 
 
 class MLP(nn.Module):
@@ -114,22 +135,8 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.embed_dim, cfg.mlp_hidden, bias=False)
         self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.embed_dim, bias=False)
 
-    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bs, n, _ = x.shape
-        step = max(1, MLP_CHUNK_ROWS // bs)
-        if n <= step:
-            return self._ffn(x)
-        parts = x.split(step, dim=1)
-        first = self._ffn(parts[0])
-        out = first.new_empty(bs, n, first.shape[-1])
-        out[:, :step] = first
-        del first
-        for i, part in enumerate(parts[1:], start=1):
-            out[:, i * step : i * step + part.shape[1]] = self._ffn(part)
-        return out
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
@@ -143,9 +150,25 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
 
     def forward(self, x, rope, past=(), attn_mask=None):
-        a, k, v = self.attn(self.input_layernorm(x), rope, past, attn_mask)
-        h = x + a
-        return h + self.mlp(self.post_attention_layernorm(h)), k, v
+        bs, n, _ = x.shape
+        step = max(1, BLOCK_CHUNK_ROWS // bs)
+        if n <= step:
+            a, k, v = self.attn(self.input_layernorm(x), rope, past, attn_mask)
+            h = x + a
+            return h + self.mlp(self.post_attention_layernorm(h)), k, v
+        # Big input: K/V of every row first, then each row chunk attends and runs its MLP.
+        spans = _row_spans(n, step)
+        parts = [self.attn.project_kv(self.input_layernorm(x[:, s:e]), rope[:, s:e]) for s, e in spans]
+        k, v = torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2)
+        del parts
+        keys, values = _with_past(past, k, v)
+        per_query = attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == n
+        out = x.new_empty(x.shape)
+        for s, e in spans:
+            mask = attn_mask[..., s:e, :] if per_query else attn_mask
+            h = x[:, s:e] + self.attn.attend(self.input_layernorm(x[:, s:e]), rope[:, s:e], keys, values, mask)
+            out[:, s:e] = h + self.mlp(self.post_attention_layernorm(h))
+        return out, k, v
 
 
 class BlockChunk(nn.Module):

@@ -81,10 +81,10 @@ def test_quantized_load_matches_post_load_conversion():
     torch.testing.assert_close(teacher_forced_logits(loaded), teacher_forced_logits(converted), atol=0, rtol=0)
 
 
-def test_chunked_mlp_matches_one_pass(reference, monkeypatch):
+def test_row_chunked_blocks_match_one_pass(reference, monkeypatch):
     from engine import transformer
 
-    monkeypatch.setattr(transformer, "MLP_CHUNK_ROWS", 7)
+    monkeypatch.setattr(transformer, "BLOCK_CHUNK_ROWS", 7)
     # Same math; matmuls over fewer rows may round differently in the last bits.
     torch.testing.assert_close(teacher_forced_logits(tiny_model()), reference, atol=1e-5, rtol=0)
 
@@ -149,3 +149,25 @@ def test_tiny_pipeline_every_mode(offload_mode, weights):
     assert meta["kv_cache_peak_bytes"] == expected
     image = pipeline.run(GenerationRequest(mode="t2i", prompt="a red fox", seed=3))
     assert image.frames.shape == (1, 48, 64, 3)
+
+
+def test_row_chunked_sampling_with_padded_negative_prompt(monkeypatch):
+    """Key-validity masks (a negative prompt of another length) broadcast over row chunks."""
+    from engine import transformer
+    from engine.sampling import TextCondition, sample_latent
+
+    preset = presets.get("tiny")
+    schedule = build_schedule(preset, 17)
+    gen = torch.Generator().manual_seed(0)
+    text = TextCondition(torch.randn(5, 48, generator=gen), torch.randn(3, 48, generator=gen))
+
+    def run():
+        return sample_latent(tiny_model(), schedule, text, preset.sampling,
+                             torch.Generator().manual_seed(1), trace=True)
+
+    whole = run()
+    monkeypatch.setattr(transformer, "BLOCK_CHUNK_ROWS", 10)
+    chunked = run()
+    for a, b in zip(whole.trace, chunked.trace):
+        torch.testing.assert_close(a.raw_logits, b.raw_logits, atol=1e-5, rtol=0)
+    assert torch.equal(whole.latent, chunked.latent)
