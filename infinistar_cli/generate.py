@@ -28,6 +28,9 @@ from infinistar_cli.progress import Reporter
 
 # The released text-to-video presets `--res` chooses from, in order of preference.
 RESOLUTIONS = ("720p", "480p")
+# engine.offload.OFFLOAD_MODES and engine.quant.WEIGHT_MODES, repeated so `--help` needs no torch.
+OFFLOAD_MODES = ("none", "model", "blocks")
+WEIGHT_MODES = ("bf16", "int8", "fp8")
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 
@@ -72,6 +75,14 @@ def generation_options(video: bool):
         option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
                help="Batch: one prompt per line (.txt) or JSON object per line (.jsonl); - reads stdin."),
         option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        option("--offload", type=click.Choice(OFFLOAD_MODES), default="none", show_default=True,
+               help="Keep weights off the GPU until needed: model = one component at a time, "
+                    "blocks = also stream the transformer's blocks (slowest, least memory)."),
+        option("--weights", type=click.Choice(WEIGHT_MODES), default="bf16", show_default=True,
+               help="Storage of the transformer blocks' weights: int8/fp8 halve their memory."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the estimated peak GPU memory of every --offload/--weights mode "
+                          "and exit; loads nothing."),
         option("--json", "json_output", is_flag=True, help="Print one JSON object per output on stdout."),
     ]
 
@@ -230,6 +241,11 @@ def _emit(options: dict, record: dict) -> None:
 def generate(ctx: click.Context, mode: str, options: dict) -> None:
     settings = ctx.obj
     model = resolve_model(ctx, mode, options)
+    if options["dry_run"]:
+        from infinistar_cli.dry_run import print_estimate
+
+        print_estimate(model, mode, options)
+        return
     jobs = collect_jobs(mode, options)
     plan = plan_outputs(mode, model, jobs, options, batch=bool(options["prompt_file"]))
     with Reporter(quiet=settings.quiet, verbose=settings.verbose) as reporter:
@@ -244,7 +260,8 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
             return
         reporter.message(f"model {model}, device {settings.device}")
         start = time.perf_counter()
-        pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event)
+        pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
+                                        offload=options["offload"], weights=options["weights"])
         load_seconds = time.perf_counter() - start
         for number, item in enumerate(todo, start=1):
             label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""
