@@ -26,6 +26,12 @@ def _row_spans(n: int, step: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
+def repeat_kv_heads(keys: torch.Tensor, values: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[bs, Hkv, K, dh] -> [bs, num_heads, K, dh], query head h using K/V head h // (num_heads / Hkv)."""
+    rep = num_heads // keys.shape[1]
+    return keys.repeat_interleave(rep, dim=1), values.repeat_interleave(rep, dim=1)
+
+
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32; the weight keeps its own dtype, the result takes the input's."""
 
@@ -102,7 +108,7 @@ class Attention(nn.Module):
         bs, n, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(bs, n, self.num_heads, self.head_dim)).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            apply_rope(q, rope), keys, values, attn_mask=attn_mask, enable_gqa=self.num_heads != self.num_kv_heads
+            apply_rope(q, rope), keys, values, attn_mask=attn_mask, enable_gqa=keys.shape[1] != self.num_heads
         )
         return self.o_proj(out.transpose(1, 2).reshape(bs, n, -1))
 
@@ -115,8 +121,17 @@ class Attention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [bs, L, C] attends to `past` K/V entries then itself. Returns (out, k, v) of x."""
         k, v = self.project_kv(x, rope)
-        keys, values = _with_past(past, k, v)
+        keys, values = self.for_sdpa(*_with_past(past, k, v), attn_mask)
         return self.attend(x, rope, keys, values, attn_mask), k, v
+
+    def for_sdpa(self, keys: torch.Tensor, values: torch.Tensor,
+                 attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """On CUDA the only fused kernel with native GQA (flash) takes no mask, and the
+        memory-efficient one takes masks but no GQA: with a mask, repeat the K/V heads so SDPA
+        does not fall back to the math kernel, which materialises every query-key score."""
+        if attn_mask is None or not keys.is_cuda or self.num_heads == self.num_kv_heads:
+            return keys, values
+        return repeat_kv_heads(keys, values, self.num_heads)
 
 
 def _with_past(past: Sequence[tuple[torch.Tensor, torch.Tensor]], k: torch.Tensor,
@@ -161,7 +176,7 @@ class Block(nn.Module):
         parts = [self.attn.project_kv(self.input_layernorm(x[:, s:e]), rope[:, s:e]) for s, e in spans]
         k, v = torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2)
         del parts
-        keys, values = _with_past(past, k, v)
+        keys, values = self.attn.for_sdpa(*_with_past(past, k, v), attn_mask)
         per_query = attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == n
         out = x.new_empty(x.shape)
         for s, e in spans:

@@ -171,3 +171,19 @@ def test_row_chunked_sampling_with_padded_negative_prompt(monkeypatch):
     for a, b in zip(whole.trace, chunked.trace):
         torch.testing.assert_close(a.raw_logits, b.raw_logits, atol=1e-5, rtol=0)
     assert torch.equal(whole.latent, chunked.latent)
+
+
+def test_repeated_kv_heads_equal_native_gqa():
+    """The head order used when a mask rules out flash attention on CUDA matches enable_gqa."""
+    from engine.transformer import repeat_kv_heads
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 8, 5, 16, generator=gen)
+    k, v = torch.randn(2, 2, 7, 16, generator=gen), torch.randn(2, 2, 7, 16, generator=gen)
+    mask = torch.rand(2, 1, 1, 7, generator=gen) > 0.3
+    mask[..., 0] = True
+    native = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    keys, values = repeat_kv_heads(k, v, 8)
+    assert keys.shape == (2, 8, 7, 16)
+    torch.testing.assert_close(torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask),
+                               native, atol=1e-6, rtol=0)
