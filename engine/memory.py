@@ -76,9 +76,11 @@ def vae_params(name: str) -> int:
     return sum(p.numel() for p in vae.parameters())
 
 
-def step_activation_bytes(cfg: TransformerConfig, tokens: int, context: int, batch: int) -> int:
+def step_activation_bytes(cfg: TransformerConfig, tokens: int, context: int, batch: int,
+                          masked: bool = False) -> int:
     """Transient memory of one transformer step over `tokens` new tokens attending to `context`
-    cached ones, following engine.transformer (rows chunked by BLOCK_CHUNK_ROWS)."""
+    cached ones, following engine.transformer (rows chunked by BLOCK_CHUNK_ROWS). `masked`: a
+    key mask (negative prompt of another length) makes the K/V heads repeated for SDPA."""
     from engine.transformer import BLOCK_CHUNK_ROWS
 
     c, kv_width = cfg.embed_dim, 2 * cfg.num_kv_heads * cfg.head_dim
@@ -87,6 +89,8 @@ def step_activation_bytes(cfg: TransformerConfig, tokens: int, context: int, bat
     stream = 2 * rows * c * BF16  # a block's input and output
     kv = rows * kv_width * BF16 * (2 if context else 1)  # this step's K/V, plus the [past | new] copy
     kv += batch * context * kv_width * BF16 if context else 0
+    if masked:
+        kv += batch * (context + tokens) * kv_width * BF16 * cfg.num_heads // cfg.num_kv_heads
     # One row chunk: gate, up and their product (bf16), the fp32 norm and RoPE temporaries,
     # residual, normed input, attention output and projection (bf16).
     per_row = 3 * cfg.mlp_hidden * BF16 + 6 * c * FP32 + 4 * c * BF16
@@ -137,8 +141,9 @@ def largest_step(schedule: Schedule, text_len: int) -> tuple[int, int]:
 
 
 def estimate(preset: Preset, frames: int, offload_mode: str = "none", weights: str = "bf16",
-             guided: bool = True) -> MemoryEstimate:
-    """Peak GPU memory of generating `frames` frames (1 = image) with `preset` on a CUDA GPU."""
+             guided: bool = True, negative_prompt: bool = False) -> MemoryEstimate:
+    """Peak GPU memory of generating `frames` frames (1 = image) with `preset` on a CUDA GPU;
+    `negative_prompt` assumes it has another length than the prompt (a key mask)."""
     offload.check_mode(offload_mode)
     cfg = preset.transformer
     batch = 2 if guided else 1
@@ -153,7 +158,7 @@ def estimate(preset: Preset, frames: int, offload_mode: str = "none", weights: s
     vae = vae_params(preset.vae) * FP32
     kv = kv_cache_elements(schedule, cfg, "minimal", text_len=text_len, batch=batch) * BF16
     tokens, context = largest_step(schedule, text_len)
-    sample_act = step_activation_bytes(cfg, tokens, context, batch)
+    sample_act = step_activation_bytes(cfg, tokens, context, batch, masked=guided and negative_prompt)
     h, w = schedule.pixel_size
     latent = 2 * schedule.vae_channels * schedule.latent_frames * (h // 16) * (w // 16) * FP32
     decode_frames = min(frames, VAE_FIRST_CHUNK_FRAMES)
@@ -180,7 +185,8 @@ def estimate(preset: Preset, frames: int, offload_mode: str = "none", weights: s
     )
 
 
-def estimate_all(preset: Preset, frames: int, guided: bool = True) -> dict[tuple[str, str], MemoryEstimate]:
+def estimate_all(preset: Preset, frames: int, guided: bool = True,
+                 negative_prompt: bool = False) -> dict[tuple[str, str], MemoryEstimate]:
     """`estimate` for every (offload, weights) combination."""
-    return {(o, w): estimate(preset, frames, o, w, guided)
+    return {(o, w): estimate(preset, frames, o, w, guided, negative_prompt)
             for o in offload.OFFLOAD_MODES for w in quant.WEIGHT_MODES}

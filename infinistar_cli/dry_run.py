@@ -33,7 +33,7 @@ def print_estimate(model: str, mode: str, options: dict) -> None:
     preset = _preset(model)
     frames = frames_for(preset, mode, options.get("seconds"))
     cfg = options["cfg"] if options["cfg"] is not None else preset.sampling.cfg_scale
-    every = memory.estimate_all(preset, frames, guided=cfg != 1)
+    every = memory.estimate_all(preset, frames, guided=cfg != 1, negative_prompt=bool(options["negative_prompt"]))
     chosen = every[(options["offload"], options["weights"])]
     if options["json_output"]:
         record = {"status": "dry-run", "estimate": chosen.to_dict(), "measured": False,

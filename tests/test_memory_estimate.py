@@ -55,6 +55,9 @@ def test_estimate_parts_and_ordering():
     # What the README states: int8 or block streaming brings 720p 5 s under 24 GiB.
     assert every[("none", "bf16")].peak > 24 * GIB > every[("model", "int8")].peak
     assert memory.estimate(preset, 81, guided=False).kv_cache == e.kv_cache // 2
+    # A negative prompt of another length: K/V heads repeated 4x over [text | ref | new] tokens.
+    masked = memory.estimate(preset, 81, "model", "bf16", negative_prompt=True)
+    assert masked.sample_activations - e.sample_activations == 2 * (512 + 3600 + 72000) * 2 * 4096 * 2
 
 
 def test_dry_run_loads_nothing_and_prints_every_mode(fake):
