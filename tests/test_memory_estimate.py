@@ -105,3 +105,17 @@ def test_bad_modes_are_one_line_errors(fake, args, config, message):
     result = invoke(*prefix, "t2v", "x", "--seed", "1", *args)
     assert result.exit_code != 0 and message in error_line(result)
     assert fake.loads == []
+
+
+def test_readme_table_is_what_the_estimator_says():
+    text = (Path(__file__).parent.parent / "docs" / "README_memory_sections.md").read_text()
+    columns = [("720p", 81), ("480p", 81), ("480p", 161), ("720p", 1)]
+    every = [memory.estimate_all(presets.get(name), frames) for name, frames in columns]
+    rows = [line for line in text.splitlines() if line.startswith("| `--offload")]
+    assert len(rows) == 9
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        _, offload_mode, _, weights = cells[0].strip("`").split()
+        for estimates, cell in zip(every, cells[1:]):
+            peak = estimates[(offload_mode, weights)].peak / GIB
+            assert cell == f"{peak:.1f}" + (" ✓" if peak <= 23 else "")
