@@ -63,7 +63,10 @@ class HomeCopy:
                         home = tensor.detach().cpu()
                         self.home.append(home.pin_memory() if pin else home)
                     self.slots.append((mod, kind, name, index[id(tensor)]))
-        self.release()
+                    # Swap in the home copy now, so an unpinned original can be freed early.
+                    home = self.home[index[id(tensor)]]
+                    getattr(mod, kind)[name] = nn.Parameter(home, requires_grad=False) if kind == "_parameters" else home
+        self.release()  # once more, so that tied tensors share one Parameter again
 
     @property
     def nbytes(self) -> int:
@@ -178,7 +181,12 @@ def attach(mode: str, device: torch.device, transformer: nn.Module, text: nn.Mod
     """
     if not active(mode, device):
         return None
-    pin = device.type == "cuda"
+    return build(mode, device, transformer, text, vae, pin=True)
+
+
+def build(mode: str, device: torch.device, transformer: nn.Module, text: nn.Module, vae: nn.Module,
+          pin: bool = False) -> Offloader:
+    """The Offloader of `attach`, on any device (a CPU device exercises the same code paths)."""
     modules = {"text": text, "vae": vae}
     streamer = None
     if mode == "model":

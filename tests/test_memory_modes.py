@@ -187,3 +187,26 @@ def test_repeated_kv_heads_equal_native_gqa():
     assert keys.shape == (2, 8, 7, 16)
     torch.testing.assert_close(torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask),
                                native, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["model", "blocks"])
+def test_offload_machinery_inside_the_pipeline(mode):
+    """attach() does nothing on a CPU; build() runs the same code with CPU 'device copies'."""
+    pipeline = load_pipeline("tiny", device="cpu", weights="int8")
+    request = GenerationRequest(mode="t2v", prompt="a red fox", seed=3)
+    plain = pipeline.run(request).frames
+    c = pipeline.components
+    c.offloader = offload.build(mode, c.device, c.transformer, c.text.model, c.vae)
+    used = []
+    hook = c.transformer.layers()[2].register_forward_pre_hook(
+        lambda m, a: used.append(m.mlp.up_proj.qweight.data_ptr()))
+    assert torch.equal(pipeline.run(request).frames, plain)
+    hook.remove()
+    assert c.offloader.in_use == "vae"
+    # One forward for the text, one per step; each ran on a copy, and the home tensor is back.
+    assert len(used) == 1 + build_schedule(pipeline.preset, 17).num_steps
+    ptr = c.transformer.layers()[2].mlp.up_proj.qweight.data_ptr()
+    homes = c.offloader.homes["transformer"] if mode == "model" else c.offloader.streamer.homes[2]
+    assert ptr not in used and ptr in [t.data_ptr() for t in homes.home]
+    if mode == "blocks":
+        assert c.offloader.streamer.pending == {}  # the prefetched block 0 was dropped before decoding
