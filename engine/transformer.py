@@ -248,9 +248,13 @@ class InfinityTransformer(nn.Module):
         return self.word_embed(tokens).to(self.block_dtype)
 
     def logits(self, hidden: torch.Tensor, semantic: bool) -> torch.Tensor:
-        """Final norm (result in the stream dtype, as the reference) then the fp32 head."""
-        x = self.norm_hidden_sates(hidden).float()
-        return (self.semantic_head2 if semantic else self.head)(x)
+        """Final norm (result in the stream dtype, as the reference) then the fp32 head, in row
+        chunks like the blocks (the norm's fp32 temporaries are 4x the bf16 hidden states)."""
+        head = self.semantic_head2 if semantic else self.head
+        bs, n, _ = hidden.shape
+        spans = _row_spans(n, max(1, BLOCK_CHUNK_ROWS // bs))
+        parts = [head(self.norm_hidden_sates(hidden[:, s:e]).float()) for s, e in spans]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def forward_blocks(
         self,
