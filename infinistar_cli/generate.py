@@ -258,7 +258,9 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
         if not todo:
             reporter.message("nothing to do: every output already exists")
             return
-        reporter.message(f"model {model}, device {settings.device}")
+        modes = "".join(f", {name} {options[name]}" for name, plain in (("offload", "none"), ("weights", "bf16"))
+                        if options[name] != plain)
+        reporter.message(f"model {model}, device {settings.device}{modes}")
         start = time.perf_counter()
         pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
                                         offload=options["offload"], weights=options["weights"])
