@@ -147,6 +147,8 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
     offload.check_mode(offload_mode)
     quant.check_mode(weights_mode)
     device = resolve_device(device)
+    if weights_mode == "fp8" and device.type == "mps":
+        raise quant.WeightModeError("--weights fp8 needs float8 tensors, which MPS lacks; use --weights int8.")
     name = str(model)
     if name == "tiny":
         folder = TINY_DIR
