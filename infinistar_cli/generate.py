@@ -74,6 +74,9 @@ def generation_options(video: bool):
                help="Add the duration tag and style suffix the official scripts add."),
         option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
                help="Batch: one prompt per line (.txt) or JSON object per line (.jsonl); - reads stdin."),
+        option("--cache-dir", type=click.Path(file_okay=False), envvar="INFINISTAR_CACHE", metavar="DIR",
+               help="Where downloaded weights are [default: $INFINISTAR_CACHE, the config file, or the "
+                    "Hugging Face cache]."),
         option("--overwrite", is_flag=True, help="Replace existing outputs."),
         option("--offload", type=click.Choice(OFFLOAD_MODES), default="none", show_default=True,
                help="Keep weights off the GPU until needed: model = one component at a time, "
@@ -161,7 +164,11 @@ def check_seconds(model: str, seconds: Optional[int], where: str) -> None:
         return
     offers = " or ".join(str(s) for s in allowed)
     other = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
-    hint = f"; use --res {other[0]} (or leave out --res)" if other else ""
+    hint = ""
+    if other and model in RESOLUTIONS:
+        hint = f"; use --res {other[0]} (or leave out --res)"
+    elif other:
+        hint = f"; the {other[0]} model makes them (--model {other[0]})"
     prefix = f"{where}: " if where else ""
     raise click.UsageError(f"{prefix}{seconds} s videos are not available at {model}, which makes {offers} s videos{hint}")
 
@@ -263,7 +270,8 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
         reporter.message(f"model {model}, device {settings.device}{modes}")
         start = time.perf_counter()
         pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
-                                        offload=options["offload"], weights=options["weights"])
+                                        cache_dir=options.get("cache_dir"), offload=options["offload"],
+                                        weights=options["weights"])
         load_seconds = time.perf_counter() - start
         for number, item in enumerate(todo, start=1):
             label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""

@@ -36,7 +36,7 @@ class FakeEngine:
 
     load_options: list = field(default_factory=list)  # keyword options of each load (offload, weights)
 
-    def load(self, model, device="auto", on_event=None, **options):
+    def load(self, model, device="auto", on_event=None, cache_dir=None, **options):
         if str(model) not in self.known:
             raise UnknownPresetError(f"unknown preset '{model}' (known: {', '.join(self.known)})")
         self.loads.append((str(model), device))
