@@ -19,11 +19,13 @@ from engine.schedule import Schedule, build_schedule, kv_cache_elements
 GIB = 2**30
 # CUDA context, cuBLAS/cuDNN workspaces and allocator slack: a round allowance, not a measurement.
 RUNTIME_OVERHEAD = 1 * GIB
-# Peak decoder activations per output pixel of one frame, fp32. Measured on the CPU as the peak
-# RSS growth while decoding the released VAE's first chunk (9 frames) at 64x64, 128x128 and
-# 256x256 pixels: 135, 362 and 1274 MiB, linear in the pixel count at 2105-2213 bytes per pixel
-# and frame. Under CUDA autocast the convolutions run in bf16, so this is an upper bound there.
-VAE_DECODE_BYTES_PER_PIXEL_FRAME = 2250
+# Peak decoder memory (activations and causal caches) per output pixel of one frame, fp32.
+# Measured on the CPU as the peak RSS growth while decoding the released VAE's first chunk
+# (9 frames, 64 MiB conv slices) at 64x64, 128x128 and 256x256 pixels: 147, 363 and 1142 MiB,
+# i.e. 1850-2050 bytes per pixel and frame between sizes. That includes CPU-only copies (oneDNN
+# reorders) and allocator slack; the analytic count of benchmarks/vae_decode_memory.py is 1200.
+# Under CUDA autocast the convolutions run in bf16, so this should be an upper bound there.
+VAE_DECODE_BYTES_PER_PIXEL_FRAME = 2100
 VAE_FIRST_CHUNK_FRAMES = 9  # the decoder's largest chunk (3 latent frames -> 9 pixel frames)
 BF16, FP32 = 2, 4
 # Blocks with a GPU copy while streaming: the running one, the prefetched next one and the
