@@ -68,10 +68,6 @@ class HomeCopy:
                     getattr(mod, kind)[name] = nn.Parameter(home, requires_grad=False) if kind == "_parameters" else home
         self.release()  # once more, so that tied tensors share one Parameter again
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.home)
-
     def fetch(self, device: torch.device, non_blocking: bool = False) -> list[torch.Tensor]:
         """Fresh device copies of every home tensor (always copies, also to the CPU)."""
         return [t.to(device, non_blocking=non_blocking, copy=True) for t in self.home]
@@ -81,7 +77,9 @@ class HomeCopy:
         for mod, kind, name, i in self.slots:
             tensor = tensors[i]
             if kind == "_parameters":
-                tensor = params.setdefault(i, nn.Parameter(tensor, requires_grad=False))
+                if i not in params:
+                    params[i] = nn.Parameter(tensor, requires_grad=False)
+                tensor = params[i]
             getattr(mod, kind)[name] = tensor
 
     def release(self) -> None:

@@ -86,16 +86,12 @@ class QuantLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}"
 
 
-def quantize_block(block: nn.Module, mode: str, device: torch.device | str) -> int:
-    """Replace every nn.Linear inside `block` by a QuantLinear on `device`; returns stored bytes."""
-    stored = 0
+def quantize_block(block: nn.Module, mode: str, device: torch.device | str) -> None:
+    """Replace every nn.Linear inside `block` by a QuantLinear on `device`."""
     for parent in list(block.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                q = QuantLinear.from_linear(child, mode, device)
-                setattr(parent, name, q)
-                stored += q.qweight.numel() + 4 * q.scale.numel()
-    return stored
+                setattr(parent, name, QuantLinear.from_linear(child, mode, device))
 
 
 def quantize_transformer(model: nn.Module, mode: str, device: torch.device | str,
