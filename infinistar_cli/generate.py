@@ -31,6 +31,9 @@ from infinistar_cli.story import read_story, write_story
 RESOLUTIONS = ("720p", "480p")
 # Modes conditioned on an input file: its argument name and the request field it fills.
 INPUTS = {"i2v": "image", "extend": "video"}
+# engine.offload.OFFLOAD_MODES and engine.quant.WEIGHT_MODES, repeated so `--help` needs no torch.
+OFFLOAD_MODES = ("none", "model", "blocks")
+WEIGHT_MODES = ("bf16", "int8", "fp8")
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 
@@ -95,6 +98,14 @@ def generation_options(video: bool, mode: Optional[str] = None):
                help="Where downloaded weights are [default: $INFINISTAR_CACHE, the config file, or the "
                     "Hugging Face cache]."),
         option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        option("--offload", type=click.Choice(OFFLOAD_MODES), default="none", show_default=True,
+               help="Keep weights off the GPU until needed: model = one component at a time, "
+                    "blocks = also stream the transformer's blocks (slowest, least memory)."),
+        option("--weights", type=click.Choice(WEIGHT_MODES), default="bf16", show_default=True,
+               help="Storage of the transformer blocks' weights: int8/fp8 halve their memory."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the estimated peak GPU memory of every --offload/--weights mode "
+                          "and exit; loads nothing."),
         option("--json", "json_output", is_flag=True, help="Print one JSON object per output on stdout."),
     ]
 
@@ -285,6 +296,11 @@ def _emit(options: dict, record: dict) -> None:
 def generate(ctx: click.Context, mode: str, options: dict) -> None:
     settings = ctx.obj
     model = resolve_model(ctx, mode, options)
+    if options["dry_run"]:
+        from infinistar_cli.dry_run import print_estimate
+
+        print_estimate(model, mode, options)
+        return
     jobs = collect_jobs(mode, options)
     if mode != "t2i":
         options = {**options, "segments": [*options.get("then", ()), *read_story(options.get("story"))]}
@@ -300,13 +316,16 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
         if not todo:
             reporter.message("nothing to do: every output already exists")
             return
-        reporter.message(f"model {model}, device {settings.device}")
+        modes = "".join(f", {name} {options[name]}" for name, plain in (("offload", "none"), ("weights", "bf16"))
+                        if options[name] != plain)
+        reporter.message(f"model {model}, device {settings.device}{modes}")
         if options.get("aspect") == "auto":
             reporter.message("note: --aspect auto; the models were trained at 16:9 (h/w 0.571), "
                              "other aspect templates may look worse")
         start = time.perf_counter()
         pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
-                                        cache_dir=options.get("cache_dir"))
+                                        cache_dir=options.get("cache_dir"), offload=options["offload"],
+                                        weights=options["weights"])
         load_seconds = time.perf_counter() - start
         for number, item in enumerate(todo, start=1):
             label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""
