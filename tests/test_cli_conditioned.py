@@ -21,7 +21,7 @@ def real(monkeypatch, clean_env, tiny):
     """The CLI loads the real tiny model (once per module)."""
     loads = []
 
-    def load(model, device="auto", on_event=None, cache_dir=None):
+    def load(model, device="auto", on_event=None, **options):
         loads.append(model)
         assert model == "tiny"
         return tiny
