@@ -109,7 +109,7 @@ def test_bad_modes_are_one_line_errors(fake, args, config, message):
 
 
 def test_readme_table_is_what_the_estimator_says():
-    text = (Path(__file__).parent.parent / "docs" / "README_memory_sections.md").read_text()
+    text = (Path(__file__).parent.parent / "README.md").read_text()
     columns = [("720p", 81), ("480p", 81), ("480p", 161), ("720p", 1)]
     every = [memory.estimate_all(presets.get(name), frames) for name, frames in columns]
     rows = [line for line in text.splitlines() if line.startswith("| `--offload")]
