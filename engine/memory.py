@@ -6,7 +6,7 @@ building it on the meta device, which allocates nothing), the K/V cache peak fro
 transformer code makes there, and the VAE decoder's activations from a per-pixel factor measured
 on the CPU. The figures assume a CUDA GPU (bf16 blocks and K/V, fp32 embeddings/heads/VAE) and
 SDPA flash or memory-efficient kernels (no L x L score matrix). They are estimates, not
-measurements: see docs/README_memory_sections.md.
+measurements: see the README ("Running on a smaller GPU").
 """
 from __future__ import annotations
 
