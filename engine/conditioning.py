@@ -274,7 +274,6 @@ def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Te
     only transformed frames are kept, never the full-size decode.
     """
     import av
-    from PIL import Image
 
     path = video_io._require_file(path)
     container = video_io._open_video(path)

@@ -1,14 +1,12 @@
 """Long videos from the command line: --then/--story prompts, segments streamed into one MP4."""
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from engine import video_io
 from engine.request import Event
-from infinistar_cli.batch import BatchError
+from infinistar_cli.batch import read_prompt_lines
 from infinistar_cli.progress import Reporter
 
 
@@ -16,19 +14,7 @@ def read_story(path: Optional[str]) -> list[str]:
     """Prompts of a story file: one per line; blank lines and `#` comments skipped; - is stdin."""
     if not path:
         return []
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BatchError(f"story file {path} not found") from None
-    except UnicodeDecodeError:
-        raise BatchError(f"story file {path} is not UTF-8 text") from None
-    except OSError as error:
-        raise BatchError(f"cannot read story file {path}: {error.strerror or error}") from None
-    prompts = [line.strip() for line in text.splitlines()]
-    prompts = [line for line in prompts if line and not line.startswith("#")]
-    if not prompts:
-        raise BatchError(f"story file {path} has no prompts")
-    return prompts
+    return [line for _, line in read_prompt_lines(path, "story file")]
 
 
 def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, options: dict,
