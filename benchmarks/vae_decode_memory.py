@@ -6,9 +6,10 @@ init). Each mode runs in its own subprocess so that the peak RSS readings are in
     PYTHONPATH=. python3 benchmarks/vae_decode_memory.py --latent 21x45x80          # 720p, slow on CPU
     PYTHONPATH=. python3 benchmarks/vae_decode_memory.py --latent 5x3x5 --oneshot   # quick
 
-The one-shot (unchunked) pass is only run with --oneshot; an analytic estimate of its largest
-live activation set is always printed, next to the same estimate for the chunked decode, so the
-estimate can be checked against the measured chunked peak.
+The one-shot (unchunked) pass is only measured with --oneshot. Every measurement is printed next
+to an analytic estimate (largest live activation set, plus the causal caches when chunked) and
+extrapolated to --extrapolate (default: the 720p latent) with the measured/estimated ratio;
+extrapolated lines say so. On CPU, RSS also counts oneDNN reorder copies and allocator slack.
 """
 
 from __future__ import annotations
@@ -53,17 +54,32 @@ def build_random_vae() -> VideoVAE:
     return vae.eval()
 
 
-def estimate_pass_bytes(frames_out: int, height: int, width: int) -> int:
-    """Largest live set of one decoder pass producing `frames_out` frames (released widths).
+def estimate_activation_bytes(frames_out: int, height: int, width: int) -> int:
+    """Largest live activation set of one decoder pass producing `frames_out` frames (released).
 
     It sits in the last up block's DC sampler (192 -> 96 channels, x2 in time and space): its
-    input, the normed input and the time-padded copy (3 x 192 ch at half size, half the frames),
-    the conv output (768 ch at half size) and the unfolded copy (96 ch at full size).
-    The output conv stage (96 ch input + 96 ch padded copy) is smaller. Weights not included.
+    input and normed input (192 ch at half size, half the frames: 24 floats per output pixel
+    each) and the unfolded output (96). The conv output only exists slice by slice. The output
+    conv stage (96 ch, normalised in place) is smaller. Weights and conv temporaries excluded.
     """
-    full = frames_out * height * width  # elements per channel at full resolution
-    sampler_in = 3 * 192 * (full // 8)
-    return (sampler_in + 96 * full + 96 * full) * BYTES_PER_FLOAT
+    return (24 + 24 + 96) * frames_out * height * width * BYTES_PER_FLOAT
+
+
+def estimate_cache_bytes(height: int, width: int) -> int:
+    """Causal caches of a chunked decode: two input frames per 3x3x3 conv (33 convs, released).
+
+    Per output pixel: 17 convs x 384 ch at 1/8 size, 7 x 384 at 1/4, 7 x 192 at 1/2, the output
+    conv's 96 ch at full size and conv_in's 16 ch at 1/8: (204 + 336 + 672 + 192 + 0.5) floats.
+    Checked against the real cache dict (1404.5 floats per output pixel).
+    """
+    return int(1404.5 * height * width * BYTES_PER_FLOAT)
+
+
+def estimate_bytes(mode: str, latent_frames: int, height: int, width: int) -> int:
+    if mode == "oneshot":
+        return estimate_activation_bytes(frames_out(latent_frames), height, width)
+    chunk_frames = max(4 * (e - s) if s else frames_out(e) for s, e, _ in decoder_chunks(latent_frames))
+    return estimate_activation_bytes(chunk_frames, height, width) + estimate_cache_bytes(height, width)
 
 
 def frames_out(latent_frames: int) -> int:
@@ -111,6 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latent", default="21x45x80", help="latent frames x height x width")
     parser.add_argument("--oneshot", action="store_true", help="also measure one unchunked pass")
+    parser.add_argument("--extrapolate", default="21x45x80",
+                        help="latent size to extrapolate the measured peak to")
     parser.add_argument("--worker", choices=["chunked", "oneshot"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     t, h, w = (int(v) for v in args.latent.lower().split("x"))
@@ -118,22 +136,26 @@ def main() -> None:
         print(json.dumps(worker(args.worker, t, h, w)))
         return
 
-    H, W = 16 * h, 16 * w
-    chunk_frames = max(4 * (e - s) if s else frames_out(e) for s, e, _ in decoder_chunks(t))
-    est_chunk = estimate_pass_bytes(chunk_frames, H, W)
-    est_oneshot = estimate_pass_bytes(frames_out(t), H, W)
-    print(f"latent {t}x{h}x{w} -> video {frames_out(t)}x{H}x{W}, float32, CPU")
-    print(f"analytic largest live set: chunked ({chunk_frames} frames/pass) "
-          f"{est_chunk / 2**30:.2f} GiB, one-shot {est_oneshot / 2**30:.2f} GiB "
-          f"(ratio {est_oneshot / est_chunk:.1f}x)")
-    modes = ["chunked"] + (["oneshot"] if args.oneshot else [])
-    for mode in modes:
+    gib = 2**30
+    ex_t, ex_h, ex_w = (int(v) for v in args.extrapolate.lower().split("x"))
+    print(f"latent {t}x{h}x{w} -> video {frames_out(t)}x{16 * h}x{16 * w}, float32, CPU")
+    for mode in ["chunked"] + (["oneshot"] if args.oneshot else []):
         r = run_child(mode, args.latent)
-        print(f"measured {mode:8s}: {r['frames']} frames in {r['seconds']} s "
-              f"({r['threads']} threads); peak RSS {r['peak_rss_gib']:.2f} GiB, of which decode "
-              f"{r['decode_peak_over_baseline_gib']:.2f} GiB over the "
-              f"{r['weights_and_runtime_rss_gib']:.2f} GiB baseline (weights + runtime)"
+        est = estimate_bytes(mode, t, 16 * h, 16 * w)
+        measured = r["decode_peak_over_baseline_gib"] * gib
+        print(f"measured {mode:8s}: {r['frames']} frames in {r['seconds']} s ({r['threads']} threads); "
+              f"peak RSS {r['peak_rss_gib']:.2f} GiB = {r['weights_and_runtime_rss_gib']:.2f} GiB "
+              f"baseline (weights + runtime) + {measured / gib:.2f} GiB decode "
+              f"(analytic estimate {est / gib:.2f} GiB)"
               + (f"; seconds per chunk {r['chunk_seconds']}" if r["chunk_seconds"] else ""))
+        ex = estimate_bytes(mode, ex_t, 16 * ex_h, 16 * ex_w)
+        print(f"  EXTRAPOLATED to latent {args.extrapolate}: analytic {ex / gib:.1f} GiB, "
+              f"scaled by this run's measured/estimate ratio {measured / est:.2f}: "
+              f"{ex * measured / est / gib:.1f} GiB (decode only, float32)")
+    if not args.oneshot:
+        ex = estimate_bytes("oneshot", ex_t, 16 * ex_h, 16 * ex_w)
+        print(f"one-shot (unchunked) pass, analytic only: {estimate_bytes('oneshot', t, 16 * h, 16 * w) / gib:.2f} GiB "
+              f"here, {ex / gib:.1f} GiB at latent {args.extrapolate}")
 
 
 if __name__ == "__main__":

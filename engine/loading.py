@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file
 
-from engine import hub, presets, weights
+from engine import hub, offload, presets, quant, weights
 from engine.errors import InfinistarError
 from engine.presets import Preset
 from engine.text import TextEncoder
@@ -29,6 +30,7 @@ ASSETS = Path(__file__).parent / "assets"
 TINY_DIR = ASSETS / "tiny"
 VAE_SAFETENSORS = Path(hub.VAE_FILE).with_suffix(".safetensors").name
 TINY_TEXT_WEIGHTS = Path("text_encoder") / "tiny.safetensors"
+BLOCK_PREFIXES = ("block_chunks.", "blocks.")  # state-dict keys of the transformer blocks
 
 
 class ModelSourceError(InfinistarError):
@@ -45,6 +47,9 @@ class Components:
     text: TextEncoder
     device: torch.device
     source: str  # where the weights came from (folder path)
+    offload: str = "none"  # engine.offload mode
+    weights: str = "bf16"  # engine.quant mode of the transformer blocks' linears
+    offloader: Optional[offload.Offloader] = None  # set when offloading is active
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -68,7 +73,7 @@ def block_dtype_for(device: torch.device):
     """Per-key dtype while loading: on CUDA the blocks in bf16 (as released), all else fp32."""
     if device.type != "cuda":
         return lambda key: torch.float32
-    return lambda key: torch.bfloat16 if key.startswith(("block_chunks.", "blocks.")) else torch.float32
+    return lambda key: torch.bfloat16 if key.startswith(BLOCK_PREFIXES) else torch.float32
 
 
 def preset_for_folder(folder: Path) -> Preset:
@@ -86,10 +91,24 @@ def preset_for_folder(folder: Path) -> Preset:
     return weights.apply_overrides(base, overrides)
 
 
-def load_transformer(preset: Preset, folder: Path, device: torch.device) -> InfinityTransformer:
+def load_transformer(preset: Preset, folder: Path, device: torch.device, weights_mode: str = "bf16",
+                     home: Optional[torch.device] = None) -> InfinityTransformer:
+    """The transformer for compute on `device`, its tensors placed on `home` (default: device).
+
+    8-bit modes read every tensor memory-mapped as stored, then quantize the blocks' linears
+    one block at a time straight onto `home`: no float copy of the model is made there.
+    """
+    home = home or device
     with torch.device("meta"):
         model = InfinityTransformer(preset.transformer)
-    weights.load_safetensors_dir(model, folder, dtype_for=block_dtype_for(device), device=device)
+    if quant.check_mode(weights_mode) == "bf16":
+        weights.load_safetensors_dir(model, folder, dtype_for=block_dtype_for(device), device=home)
+    else:
+        block_dtype = block_dtype_for(device)("blocks.")
+        keep_blocks = lambda key: None if key.startswith(BLOCK_PREFIXES) else torch.float32  # noqa: E731
+        weights.load_safetensors_dir(model, folder, dtype_for=keep_blocks, device="cpu")
+        quant.quantize_transformer(model, weights_mode, home, dtype=block_dtype)
+        model.to(device=home)  # embeddings and heads; the blocks are there already
     return model.eval().requires_grad_(False)
 
 
@@ -107,20 +126,29 @@ def load_vae(preset: Preset, folder: Path, device: torch.device) -> VideoVAE:
     return vae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
 
 
-def load_text_encoder(preset: Preset, folder: Path, device: torch.device) -> TextEncoder:
+def load_text_encoder(preset: Preset, folder: Path, device: torch.device,
+                      dtype: Optional[torch.dtype] = None) -> TextEncoder:
     if preset.text_encoder == "tiny":
         trained = folder / TINY_TEXT_WEIGHTS
         return TextEncoder.tiny(weights=trained if trained.is_file() else None, device=device)
     t5 = folder / hub.T5_DIR
     if not t5.is_dir():
         raise ModelSourceError(f"{folder} has no text encoder folder {hub.T5_DIR}.")
-    return TextEncoder.from_pretrained(t5, device=device)
+    return TextEncoder.from_pretrained(t5, device=device, dtype=dtype)
 
 
 def load_components(model: str | Path, device: str | torch.device = "auto",
-                    cache_dir: str | Path | None = None) -> Components:
-    """Load a preset (from the package or the download cache) or a model folder."""
+                    cache_dir: str | Path | None = None, offload_mode: str = "none",
+                    weights_mode: str = "bf16") -> Components:
+    """Load a preset (from the package or the download cache) or a model folder.
+
+    `offload_mode` (engine.offload) and `weights_mode` (engine.quant) trade speed for GPU memory.
+    """
+    offload.check_mode(offload_mode)
+    quant.check_mode(weights_mode)
     device = resolve_device(device)
+    if weights_mode == "fp8" and device.type == "mps":
+        raise quant.WeightModeError("--weights fp8 needs float8 tensors, which MPS lacks; use --weights int8.")
     name = str(model)
     if name == "tiny":
         folder = TINY_DIR
@@ -134,11 +162,13 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
         presets.get(name)  # raises UnknownPresetError listing the known names
         raise AssertionError("unreachable")
     preset = presets.get(name) if name in presets.names() else preset_for_folder(folder)
-    transformer = load_transformer(preset, folder / preset.checkpoint_dir, device)
-    vae = load_vae(preset, folder, device)
-    text = load_text_encoder(preset, folder, device)
+    home = offload.home_device(offload_mode, device)
+    transformer = load_transformer(preset, folder / preset.checkpoint_dir, device, weights_mode, home)
+    vae = load_vae(preset, folder, home)
+    text = load_text_encoder(preset, folder, home, torch.bfloat16 if device.type == "cuda" else None)
     if text.channels != preset.transformer.text_channels:
         raise ModelSourceError(
             f"text encoder width {text.channels} does not match the transformer's {preset.transformer.text_channels}."
         )
-    return Components(preset, transformer, vae, text, device, str(folder))
+    offloader = offload.attach(offload_mode, device, transformer, text.model, vae)
+    return Components(preset, transformer, vae, text, device, str(folder), offload_mode, weights_mode, offloader)

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from engine import __version__
+from engine import __version__, conditioning
 from engine.errors import InfinistarError
 from engine.loading import Components, load_components
 from engine.presets import Preset, SamplingConfig
@@ -71,11 +71,11 @@ class Pipeline:
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
-             cache_dir: str | Path | None = None) -> "Pipeline":
+             cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16") -> "Pipeline":
         emit = on_event or _ignore
         emit(Event("load", 0, 1, message=f"loading {model}"))
         start = time.perf_counter()
-        pipeline = cls(load_components(model, device, cache_dir))
+        pipeline = cls(load_components(model, device, cache_dir, offload, weights))
         pipeline.load_seconds = time.perf_counter() - start
         emit(Event("load", 1, 1, message=f"loaded {pipeline.preset.name} on {pipeline.device}"))
         return pipeline
@@ -83,6 +83,11 @@ class Pipeline:
     @property
     def device(self) -> torch.device:
         return self.components.device
+
+    def _use(self, component: str) -> None:
+        """With --offload, bring `component` ("text", "transformer", "vae") onto the GPU."""
+        if self.components.offloader is not None:
+            self.components.offloader.use(component)
 
     def _autocast(self):
         if self.device.type == "cuda":
@@ -98,20 +103,33 @@ class Pipeline:
     def schedule(self, request: GenerationRequest) -> Schedule:
         return build_schedule(self.preset, frames_for(self.preset, request.mode, request.seconds))
 
-    def run(self, request: GenerationRequest, on_event: Optional[EventCallback] = None) -> Result:
+    def run(self, request: GenerationRequest, on_event: Optional[EventCallback] = None,
+            reference: Optional[conditioning.Reference] = None) -> Result:
+        """Generate one output. i2v/extend read `request.image`/`request.video`, or continue the
+        in-memory `reference` frames (story segments, engine.story)."""
         emit = on_event or _ignore
-        if not request.prompt.strip():
+        if request.mode in ("t2i", "t2v") and not request.prompt.strip():
             raise RequestError("the prompt is empty.")
-        if request.mode not in ("t2i", "t2v"):
-            raise RequestError(f"mode {request.mode!r} is not available yet.")
+        if request.mode not in ("t2i", "t2v", "i2v", "extend"):
+            raise RequestError(f"unknown mode {request.mode!r}.")
         c = self.components
-        schedule = self.schedule(request)
         sampling = sampling_for(self.preset, request)
         timings = {"load": round(self.load_seconds, 4)}
+        start = time.perf_counter()
+        if request.mode in ("i2v", "extend"):
+            emit(Event("encode_reference", 0, 1))
+            self._use("vae")  # the reference is encoded before the text and the transformer run
+        frames = 0 if request.mode == "extend" else frames_for(self.preset, request.mode, request.seconds)
+        cond = conditioning.resolve(self, request, frames, reference)
+        schedule = cond.schedule
+        if request.mode in ("i2v", "extend"):
+            emit(Event("encode_reference", 1, 1))
+            timings["encode_reference"] = time.perf_counter() - start
 
         start = time.perf_counter()
         emit(Event("encode_text", 0, 1))
-        sent = self.prompt_text(request, schedule.num_frames)
+        self._use("text")
+        sent = self.prompt_text(request, cond.text_frames or schedule.num_frames)
         prompts = [sent] + ([request.negative_prompt] if request.negative_prompt else [])
         features = c.text.encode(prompts)
         text = TextCondition(features[0], features[1] if len(features) > 1 else None)
@@ -124,17 +142,31 @@ class Pipeline:
             emit(Event("sample", step.step + 1, step.num_steps, step.clip, step.scale, step.repetition))
 
         generator = torch.Generator(device=self.device).manual_seed(request.seed)
+        self._use("transformer")
         with self._autocast():
-            sampled = sample_latent(c.transformer, schedule, text, sampling, generator, on_step=on_step)
+            sampled = sample_latent(c.transformer, schedule, text, sampling, generator, forced_bits=cond.forced_bits,
+                                    forced_scales=cond.forced_scales, conditions=cond.conditions, on_step=on_step)
         timings["sample"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        frames = self.decode(sampled.latent, emit)
+        latent = cond.full_latent(sampled.latent)
+        decoded = self.decode(latent, emit)
         timings["decode"] = time.perf_counter() - start
 
+        frames = cond.compose(decoded)
         metadata = self.metadata(request, schedule, sampling, sent)
+        metadata.update(cond.metadata)
+        metadata["output_frames"] = len(frames)
         metadata["timings"] = {k: round(v, 4) for k, v in timings.items()}
-        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings)
+        metadata["kv_cache_peak_bytes"] = sampled.kv_cache_peak_bytes
+        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings, decoded=decoded,
+                      carry=cond.carry(latent))
+
+    def run_story(self, requests, on_event: Optional[EventCallback] = None):
+        """Consecutive segments of one video, yielded one Result at a time (engine.story)."""
+        from engine.story import run_story
+
+        return run_story(self, requests, on_event)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, emit: EventCallback = _ignore) -> torch.Tensor:
@@ -145,6 +177,7 @@ class Pipeline:
         """
         total = 1 + 4 * (latent.shape[2] - 1)
         chunks, done = [], 0
+        self._use("vae")
         emit(Event("decode", 0, total))
         with self._autocast():
             for chunk in self.components.vae.decode_frames(latent):
@@ -185,10 +218,14 @@ class Pipeline:
             "first_frame_smoothing": schedule.num_frames > 1,
             "device": str(self.device),
             "dtype": str(self.components.transformer.block_dtype).replace("torch.", ""),
+            "weights": self.components.weights,
+            "offload": self.components.offload,
         }
 
 
 def load_pipeline(model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
-                  cache_dir: str | Path | None = None) -> Pipeline:
-    """Load the preset or model folder `model` on `device` (see engine.loading)."""
-    return Pipeline.load(model, device=device, on_event=on_event, cache_dir=cache_dir)
+                  cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16") -> Pipeline:
+    """Load the preset or model folder `model` on `device` (see engine.loading; `offload` and
+    `weights` modes: engine.offload, engine.quant)."""
+    return Pipeline.load(model, device=device, on_event=on_event, cache_dir=cache_dir,
+                         offload=offload, weights=weights)

@@ -159,12 +159,14 @@ _PRESETS: dict[str, Preset] = {
         fps=16,
         frames=(81,),
         checkpoint_dir="InfinityStarInteract_24K_iters",
-        description="InfinityStar-Interact 8B, 480x848 (interactive segments not implemented yet)",
+        description="InfinityStar-Interact 8B, 480x848; --then/--story and extend continue 5 s per prompt",
     ),
     # Exactly the architecture and schedule of tests/fixtures/golden (CPU seconds); the shipped
     # weights are trained by engine.train, the golden tests load their own random ones.
     # text_maxlen stays 512: the golden checkpoint has a [512, 48] cfg_uncond and RoPE offset 512.
     # fps 16 keeps the released 4-latent-frames-per-second arithmetic (17 frames = 1 s).
+    # 33 frames (image + two 4-latent clips) give `extend` a whole clip to force and one to sample,
+    # the structure of the 480p continuation (pipeline spec §5.5) in miniature.
     "tiny": Preset(
         name="tiny",
         transformer=TransformerConfig(
@@ -178,7 +180,7 @@ _PRESETS: dict[str, Preset] = {
         ),
         schedule=ScheduleConfig(
             pn="0.06M",
-            video_frames=17,
+            video_frames=33,
             base_scales=((1, 1), (2, 2), (2, 3), (3, 4)),
             frames_inner_clip=4,
             image_rep=(2, 2, 2, 2),
@@ -192,9 +194,9 @@ _PRESETS: dict[str, Preset] = {
         vae="tiny",
         text_encoder="tiny",
         fps=16,
-        frames=(17,),
+        frames=(17, 33),
         checkpoint_dir="tiny",
-        description="Tiny model trained on synthetic shape videos: 48x64, 17 frames",
+        description="Tiny model trained on synthetic shape videos: 48x64, 17 or 33 frames",
     ),
 }
 

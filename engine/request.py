@@ -23,11 +23,17 @@ class GenerationRequest:
     prompt_decoration: bool = True
     image: Optional[Path] = None
     video: Optional[Path] = None
+    # i2v/extend: None = the preset's aspect template, "auto" = the input's own ratio, or "W:H".
+    aspect: Optional[str] = None
+    # extend: condition on the first window of the input instead of the last (the reference's choice).
+    from_start: bool = False
+    # extend: the result holds only the new frames (else the input followed by the continuation).
+    only_new: bool = False
 
 
 @dataclass(frozen=True)
 class Event:
-    """Progress report. stage: load | encode_text | sample | decode | write.
+    """Progress report. stage: load | segment | encode_reference | encode_text | sample | decode | write.
 
     `done`/`total` count units of the stage (sampling steps, decoded frames); clip, scale and
     repetition locate a sampling step.
@@ -47,9 +53,16 @@ EventCallback = Callable[[Event], None]
 
 @dataclass
 class Result:
-    """A finished generation. `frames` is a uint8 tensor [T, H, W, 3] (RGB)."""
+    """A finished generation. `frames` is a uint8 tensor [T, H, W, 3] (RGB).
+
+    `decoded` holds every frame the model decoded (for extend: the re-quantized conditioning window
+    and the new frames), which a following story segment continues from; `carry` is the latent
+    window the interact recipe continues from (engine.conditioning.Carry, None for other presets).
+    """
 
     frames: Any
     fps: int
     metadata: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    decoded: Any = None
+    carry: Any = None

@@ -80,6 +80,7 @@ class SampleResult:
     latent: torch.Tensor  # [1, vae_channels, latent_frames, H, W] fp32
     bits: list[torch.Tensor] = field(default_factory=list)  # per executed step [1, t, h, w, d]
     trace: list[StepTrace] = field(default_factory=list)
+    kv_cache_peak_bytes: int = 0  # largest size the K/V cache reached (measured after each step)
 
 
 def apg_guidance(
@@ -188,10 +189,10 @@ def sample_latent(
         rope = grid_rope(tuple(cond.codes.shape[2:]), cond.frames, cond.rope_row, schedule.largest[1:],
                          cfg.head_dim, cfg.text_maxlen, cfg.rope_base)
         model.forward_blocks(tokens, rope, cache, store=cond.key)
+    result = SampleResult(latent=torch.empty(0), kv_cache_peak_bytes=cache.num_bytes())
     cond_keys = tuple(keys)
     cond_tokens = sum(c.codes[0, 0].numel() for c in conditions)
     acc = LatentAccumulator(schedule, 1, device)
-    result = SampleResult(latent=torch.empty(0))
     x = model.embed_codes(acc.scale_input(0)).expand(bs, -1, -1)
     step = 0
     num_steps = sum(min(i.repetitions, sampling.max_repeat_times) for i in schedule.infos)
@@ -205,6 +206,7 @@ def sample_latent(
             keep = r == n - 1 and info.last_use > info.index
             rope = visual_rope(schedule, info.index, r, cfg.head_dim, cfg.text_maxlen, cfg.rope_base)
             hidden = model.forward_blocks(x, rope, cache, attend, info.index if keep else None, mask)
+            result.kv_cache_peak_bytes = max(result.kv_cache_peak_bytes, cache.num_bytes())
             raw = model.logits(hidden, info.is_semantic)
             probs = guide(raw.mul(1 / tau), sampling).view(1, -1, 2).softmax(dim=-1)
             drawn = torch.multinomial(probs.view(-1, 2), num_samples=1, replacement=True, generator=generator)

@@ -16,6 +16,21 @@ from torch import nn
 from engine.presets import TransformerConfig
 from engine.rope import apply_rope
 
+# Rows (batch x tokens) a block processes at once. Everything in a block but the attention itself
+# is per token, so a big scale (720p: 2 x 72000 rows) runs in row chunks after its K/V are made:
+# the 4x-wide MLP temporaries and the fp32 norm/RoPE temporaries then exist for one chunk only.
+BLOCK_CHUNK_ROWS = 8192
+
+
+def _row_spans(n: int, step: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def repeat_kv_heads(keys: torch.Tensor, values: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[bs, Hkv, K, dh] -> [bs, num_heads, K, dh], query head h using K/V head h // (num_heads / Hkv)."""
+    rep = num_heads // keys.shape[1]
+    return keys.repeat_interleave(rep, dim=1), values.repeat_interleave(rep, dim=1)
+
 
 class RMSNorm(nn.Module):
     """RMSNorm computed in fp32; the weight keeps its own dtype, the result takes the input's."""
@@ -62,6 +77,9 @@ class KVCache:
     def num_elements(self) -> int:
         return sum(k.numel() + v.numel() for entries in self.layers for k, v in entries.values())
 
+    def num_bytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for entries in self.layers for k, v in entries.values())
+
 
 class Attention(nn.Module):
     """GQA self-attention with per-head QK RMSNorm and 4-axis RoPE."""
@@ -77,6 +95,23 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(dh, cfg.norm_eps)
         self.k_norm = RMSNorm(dh, cfg.norm_eps)
 
+    def project_kv(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K (normed, rotated) and V of x [bs, L, C], each [bs, Hkv, L, dh]."""
+        bs, n, _ = x.shape
+        k = self.k_norm(self.k_proj(x).view(bs, n, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(bs, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope(k, rope), v
+
+    def attend(self, x: torch.Tensor, rope: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+               attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries of x [bs, L, C] against all `keys`/`values`; returns the o_proj output."""
+        bs, n, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(bs, n, self.num_heads, self.head_dim)).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            apply_rope(q, rope), keys, values, attn_mask=attn_mask, enable_gqa=keys.shape[1] != self.num_heads
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(bs, n, -1))
+
     def forward(
         self,
         x: torch.Tensor,
@@ -85,17 +120,25 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [bs, L, C] attends to `past` K/V entries then itself. Returns (out, k, v) of x."""
-        bs, n, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(bs, n, self.num_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(bs, n, self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        v = self.v_proj(x).view(bs, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
-        keys = torch.cat([p[0] for p in past] + [k], dim=2) if past else k
-        values = torch.cat([p[1] for p in past] + [v], dim=2) if past else v
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=attn_mask, enable_gqa=self.num_heads != self.num_kv_heads
-        )
-        return self.o_proj(out.transpose(1, 2).reshape(bs, n, -1)), k, v
+        k, v = self.project_kv(x, rope)
+        keys, values = self.for_sdpa(*_with_past(past, k, v), attn_mask)
+        return self.attend(x, rope, keys, values, attn_mask), k, v
+
+    def for_sdpa(self, keys: torch.Tensor, values: torch.Tensor,
+                 attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """On CUDA the only fused kernel with native GQA (flash) takes no mask, and the
+        memory-efficient one takes masks but no GQA: with a mask, repeat the K/V heads so SDPA
+        does not fall back to the math kernel, which materialises every query-key score."""
+        if attn_mask is None or not keys.is_cuda or self.num_heads == self.num_kv_heads:
+            return keys, values
+        return repeat_kv_heads(keys, values, self.num_heads)
+
+
+def _with_past(past: Sequence[tuple[torch.Tensor, torch.Tensor]], k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not past:
+        return k, v
+    return torch.cat([p[0] for p in past] + [k], dim=2), torch.cat([p[1] for p in past] + [v], dim=2)
 
 
 class MLP(nn.Module):
@@ -122,9 +165,25 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
 
     def forward(self, x, rope, past=(), attn_mask=None):
-        a, k, v = self.attn(self.input_layernorm(x), rope, past, attn_mask)
-        h = x + a
-        return h + self.mlp(self.post_attention_layernorm(h)), k, v
+        bs, n, _ = x.shape
+        step = max(1, BLOCK_CHUNK_ROWS // bs)
+        if n <= step:
+            a, k, v = self.attn(self.input_layernorm(x), rope, past, attn_mask)
+            h = x + a
+            return h + self.mlp(self.post_attention_layernorm(h)), k, v
+        # Big input: K/V of every row first, then each row chunk attends and runs its MLP.
+        spans = _row_spans(n, step)
+        parts = [self.attn.project_kv(self.input_layernorm(x[:, s:e]), rope[:, s:e]) for s, e in spans]
+        k, v = torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2)
+        del parts
+        keys, values = self.attn.for_sdpa(*_with_past(past, k, v), attn_mask)
+        per_query = attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == n
+        out = x.new_empty(x.shape)
+        for s, e in spans:
+            mask = attn_mask[..., s:e, :] if per_query else attn_mask
+            h = x[:, s:e] + self.attn.attend(self.input_layernorm(x[:, s:e]), rope[:, s:e], keys, values, mask)
+            out[:, s:e] = h + self.mlp(self.post_attention_layernorm(h))
+        return out, k, v
 
 
 class BlockChunk(nn.Module):
@@ -164,7 +223,8 @@ class InfinityTransformer(nn.Module):
 
     @property
     def block_dtype(self) -> torch.dtype:
-        return self.layers()[0].attn.q_proj.weight.dtype
+        # Read from a norm: the linears may hold 8-bit weights (engine.quant).
+        return self.layers()[0].input_layernorm.weight.dtype
 
     def to_inference_dtype(self, device: torch.device | str) -> InfinityTransformer:
         """fp32 on CPU; on CUDA the blocks in bf16 and embeddings/norm/heads in fp32 (as released).
@@ -188,9 +248,13 @@ class InfinityTransformer(nn.Module):
         return self.word_embed(tokens).to(self.block_dtype)
 
     def logits(self, hidden: torch.Tensor, semantic: bool) -> torch.Tensor:
-        """Final norm (result in the stream dtype, as the reference) then the fp32 head."""
-        x = self.norm_hidden_sates(hidden).float()
-        return (self.semantic_head2 if semantic else self.head)(x)
+        """Final norm (result in the stream dtype, as the reference) then the fp32 head, in row
+        chunks like the blocks (the norm's fp32 temporaries are 4x the bf16 hidden states)."""
+        head = self.semantic_head2 if semantic else self.head
+        bs, n, _ = hidden.shape
+        spans = _row_spans(n, max(1, BLOCK_CHUNK_ROWS // bs))
+        parts = [head(self.norm_hidden_sates(hidden[:, s:e]).float()) for s, e in spans]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def forward_blocks(
         self,

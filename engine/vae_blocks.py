@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ConvCache = dict  # CausalConv3d -> Tensor [B, C, kt-1, H, W]
-CONV_SLICE_ELEMENTS = 2**27  # input elements per conv call for big inputs (512 MiB in fp32)
+CONV_SLICE_ELEMENTS = 2**24  # input elements per conv call for big inputs (64 MiB in fp32)
 
 
 class CausalConv3d(nn.Module):

@@ -398,10 +398,17 @@ def read_image(path: str | Path):
     images are converted.
     """
     import torch
-    from PIL import Image, ImageOps
 
     path = _require_file(path)
-    image = ImageOps.exif_transpose(_open_image(path))
+    return torch.from_numpy(np.array(image_to_rgb(_open_image(path)), dtype=np.uint8))
+
+
+def image_to_rgb(image):
+    """A loaded PIL image as 8-bit RGB: EXIF rotation applied, transparency composited onto white,
+    16-bit/float and palette images converted (scaled, not clipped)."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # Pillow's RGB conversion clips 16-bit values at 255; scale them to 8 bits instead.
         values = np.asarray(image, dtype=np.float64)
@@ -413,4 +420,4 @@ def read_image(path: str | Path):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8))
+    return image.convert("RGB")

@@ -64,28 +64,35 @@ def random_seed() -> int:
     return random.SystemRandom().randint(0, SEED_MAX)
 
 
+def read_prompt_lines(path: str, what: str) -> list[tuple[int, str]]:
+    """(line number, text) of the non-blank lines not starting with `#`; `-` reads stdin.
+    A missing, unreadable or empty file is a BatchError naming `what` ("prompt file", ...)."""
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BatchError(f"{what} {path} not found") from None
+        except UnicodeDecodeError:
+            raise BatchError(f"{what} {path} is not UTF-8 text") from None
+        except OSError as error:
+            raise BatchError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise BatchError(f"{what} {'stdin' if path == '-' else path} has no prompts")
+    return lines
+
+
 def read_prompt_file(path: str, mode: str) -> list[Job]:
     """Jobs from a text file (one prompt per line) or a .jsonl file (one JSON object per line).
 
     `-` reads stdin; its format is JSON lines when the first prompt line starts with `{`.
     Blank lines and lines starting with `#` are skipped in both formats.
     """
-    if path == "-":
-        name, text = "stdin", sys.stdin.read()
-    else:
-        name = path
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise BatchError(f"prompt file {path} not found") from None
-        except UnicodeDecodeError:
-            raise BatchError(f"prompt file {path} is not UTF-8 text") from None
-        except OSError as error:
-            raise BatchError(f"cannot read prompt file {path}: {error.strerror or error}") from None
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
-    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
-    if not lines:
-        raise BatchError(f"prompt file {name} has no prompts")
+    name = "stdin" if path == "-" else path
+    lines = read_prompt_lines(path, "prompt file")
     jsonl = path.lower().endswith(".jsonl") if path != "-" else lines[0][1].startswith("{")
     if not jsonl:
         return [Job(prompt=line, where=f"{name} line {n}") for n, line in lines]

@@ -26,7 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 ENV_PREFIX = "INFINISTAR_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 # Options that describe one invocation rather than a preference, so they have no config key.
-NOT_CONFIGURABLE = {"help", "version", "config", "prompt_file"}
+NOT_CONFIGURABLE = {"help", "version", "config", "prompt_file", "then", "story", "from_start", "only_new", "dry_run"}
 
 
 class ConfigError(InfinistarError):

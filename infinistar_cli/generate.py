@@ -1,4 +1,4 @@
-"""`infinistar t2v` and `infinistar t2i`: prompts in, files out.
+"""`infinistar t2v` and `infinistar t2i` (and the shared machinery of i2v/extend): prompts in, files out.
 
 Everything that can be checked is checked before the model is loaded (names, seeds, prompt
 files, output paths), so a typo never costs a model load. The model is loaded once per run.
@@ -25,9 +25,15 @@ from infinistar_cli.batch import (
 )
 from infinistar_cli.config import option
 from infinistar_cli.progress import Reporter
+from infinistar_cli.story import read_story, write_story
 
 # The released text-to-video presets `--res` chooses from, in order of preference.
 RESOLUTIONS = ("720p", "480p")
+# Modes conditioned on an input file: its argument name and the request field it fills.
+INPUTS = {"i2v": "image", "extend": "video"}
+# engine.offload.OFFLOAD_MODES and engine.quant.WEIGHT_MODES, repeated so `--help` needs no torch.
+OFFLOAD_MODES = ("none", "model", "blocks")
+WEIGHT_MODES = ("bf16", "int8", "fp8")
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 
@@ -41,18 +47,35 @@ class Planned:
     skip: bool
 
 
-def generation_options(video: bool):
-    """The options of t2v (video=True) or t2i."""
+def generation_options(video: bool, mode: Optional[str] = None):
+    """The options of t2v (video=True), t2i, or the input-conditioned `mode` i2v/extend."""
     kind = "video" if video else "image"
     suffix = ".mp4" if video else ".png"
+    extend = mode == "extend"
+    seconds_help = ("Seconds of new footage: a multiple of the preset's step (480p and 720p: 5, tiny: 1) "
+                    "[default: one step]." if extend else
+                    "Video length: 5 (720p, 480p) or 10 (480p only); other presets have their own.")
     decorators = [
+        mode in INPUTS and click.argument(INPUTS[mode], type=click.Path(dir_okay=False)),
         click.argument("prompt", required=False),
         option("--model", "-m", metavar="NAME|DIR",
                help="Preset name (720p, 480p, tiny, ...) or a model directory. Overrides --res."),
         option("--res", type=click.Choice(RESOLUTIONS),
-               help="Released preset to use [default: 720p; 480p with --seconds 10]."),
-        video and option("--seconds", type=click.IntRange(min=1),
-                         help="Video length: 5 (720p, 480p) or 10 (480p only); other presets have their own."),
+               help="Released preset to use [default: 480p, the one trained to continue videos]." if extend else
+               "Released preset to use [default: 720p; 480p with --seconds 10]."),
+        video and option("--seconds", type=click.IntRange(min=1), help=seconds_help),
+        mode in INPUTS and option(
+            "--aspect", metavar="auto|W:H",
+            help="Aspect template: auto = nearest to the input's own ratio, or e.g. 16:9 [default: the "
+                 "preset's 16:9, which the models were trained at (0.571); others may look worse]."),
+        extend and option("--from-start", is_flag=True,
+                          help="Condition on the first window of the video (the official choice), not the last."),
+        extend and option("--only-new", is_flag=True,
+                          help="Write only the new footage [default: the input followed by the continuation]."),
+        video and click.option("--then", "then", multiple=True, metavar="PROMPT",
+                               help="Continue with another segment following this prompt; repeatable."),
+        video and click.option("--story", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+                               help="Further segments, one prompt per line (after any --then)."),
         option("--seed", "seeds", type=click.IntRange(0, SEED_MAX), multiple=True, metavar="INT",
                help=f"Random seed; repeat for one {kind} per seed [default: random, reported]."),
         option("--output", "-o", type=click.Path(), metavar="FILE|TEMPLATE",
@@ -75,6 +98,14 @@ def generation_options(video: bool):
                help="Where downloaded weights are [default: $INFINISTAR_CACHE, the config file, or the "
                     "Hugging Face cache]."),
         option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        option("--offload", type=click.Choice(OFFLOAD_MODES), default="none", show_default=True,
+               help="Keep weights off the GPU until needed: model = one component at a time, "
+                    "blocks = also stream the transformer's blocks (slowest, least memory)."),
+        option("--weights", type=click.Choice(WEIGHT_MODES), default="bf16", show_default=True,
+               help="Storage of the transformer blocks' weights: int8/fp8 halve their memory."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print the estimated peak GPU memory of every --offload/--weights mode "
+                          "and exit; loads nothing."),
         option("--json", "json_output", is_flag=True, help="Print one JSON object per output on stdout."),
     ]
 
@@ -129,7 +160,8 @@ def _is_path(model: str) -> bool:
 
 def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
     """The preset name or model directory to load, checking --res/--seconds/--model against each other."""
-    model, res, seconds = options["model"], options["res"], options.get("seconds")
+    # extend's --seconds counts new footage; it is checked against the preset's continuation step.
+    model, res, seconds = options["model"], options["res"], None if mode == "extend" else options.get("seconds")
     if model and res:
         model_source, res_source = ctx.get_parameter_source("model"), ctx.get_parameter_source("res")
         if model_source == res_source == ParameterSource.COMMANDLINE:
@@ -139,10 +171,15 @@ def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
     if not model:
         # Without --res, the length decides: 10 s exists only at 480p.
         offering = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
-        model = res or (offering[0] if mode == "t2v" and seconds and offering else RESOLUTIONS[0])
+        default = "480p" if mode == "extend" else RESOLUTIONS[0]
+        model = res or (offering[0] if mode != "t2i" and seconds and offering else default)
     elif not _is_path(model):
         presets.get(model)  # an unknown name fails here, before anything loads
     check_seconds(model, seconds, "")
+    if mode == "extend" and model in presets.names():
+        from engine.conditioning import extend_steps  # torch: imported only when needed
+
+        extend_steps(presets.get(model), options.get("seconds"))
     return model
 
 
@@ -153,7 +190,11 @@ def check_seconds(model: str, seconds: Optional[int], where: str) -> None:
         return
     offers = " or ".join(str(s) for s in allowed)
     other = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
-    hint = f"; use --res {other[0]} (or leave out --res)" if other else ""
+    hint = ""
+    if other and model in RESOLUTIONS:
+        hint = f"; use --res {other[0]} (or leave out --res)"
+    elif other:
+        hint = f"; the {other[0]} model makes them (--model {other[0]})"
     prefix = f"{where}: " if where else ""
     raise click.UsageError(f"{prefix}{seconds} s videos are not available at {model}, which makes {offers} s videos{hint}")
 
@@ -162,8 +203,18 @@ def collect_jobs(mode: str, options: dict) -> list[Job]:
     prompt, prompt_file = options["prompt"], options["prompt_file"]
     if prompt is not None and prompt_file:
         raise click.UsageError("give a PROMPT or --prompt-file, not both")
+    if prompt_file and (options.get("then") or options.get("story")):
+        raise click.UsageError("--then/--story make one long video; they cannot be combined with --prompt-file")
+    if mode in INPUTS:
+        from engine.conditioning import aspect_h_div_w, check_input  # torch: imported only when needed
+
+        check_input(mode, options[INPUTS[mode]])  # a missing or unreadable input fails before the model loads
+        if options.get("aspect"):
+            aspect_h_div_w(options["aspect"], 1, 1)
     if prompt_file:
-        return read_prompt_file(prompt_file, mode)
+        return read_prompt_file(prompt_file, "t2i" if mode == "t2i" else "t2v")
+    if prompt is None and mode in INPUTS:
+        return [Job(prompt="", where="command line")]  # the input alone conditions the video
     if prompt is None:
         raise click.UsageError("missing PROMPT (or --prompt-file FILE)")
     return [Job(prompt=check_prompt(prompt, ""), where="command line")]
@@ -172,19 +223,29 @@ def collect_jobs(mode: str, options: dict) -> list[Job]:
 def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: bool) -> list[Planned]:
     """Seeds, requests and output paths of every output; existing ones are skipped in a batch
     and an error otherwise."""
-    video = mode == "t2v"
+    video = mode != "t2i"
     suffix = video_io.VIDEO_SUFFIX if video else video_io.IMAGE_SUFFIX
+    source = options.get(INPUTS.get(mode, ""))
+    inputs = {} if source is None else {INPUTS[mode]: Path(source), "aspect": options.get("aspect")}
+    if mode == "extend":
+        inputs.update(from_start=options["from_start"], only_new=options["only_new"])
     if options["output"]:
         check_template(options["output"], "--output")
     planned: list[Planned] = []
     claimed: dict[Path, str] = {}
     for job in jobs:
         overrides = dict(job.overrides)
-        check_seconds(model, overrides.get("seconds"), job.where)
+        if mode != "extend":
+            check_seconds(model, overrides.get("seconds"), job.where)
+        elif overrides.get("seconds") and model in presets.names():
+            from engine.conditioning import extend_steps
+
+            extend_steps(presets.get(model), overrides["seconds"])
         for seed in job.seeds or options["seeds"] or (random_seed(),):
             index = len(planned) + 1
             template = job.output or options["output"]
-            path = output_path(template, seed=seed, index=index, prompt=job.prompt, suffix=suffix, where=job.where)
+            name = job.prompt or (Path(source).stem if source else "")
+            path = output_path(template, seed=seed, index=index, prompt=name, suffix=suffix, where=job.where)
             owner = f"{job.where}, seed {seed}"
             key = path.absolute()
             if key in claimed:
@@ -203,6 +264,7 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
                 tau_image=overrides.get("tau_image", options["tau_image"]),
                 tau_video=overrides.get("tau_video", options.get("tau_video")),
                 prompt_decoration=options["prompt_decoration"],
+                **inputs,
             )
             planned.append(Planned(request, path, index, exists and not options["overwrite"]))
     for item in planned:
@@ -214,7 +276,8 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
 def output_metadata(request: GenerationRequest, model: str) -> dict:
     """What the CLI knows about an output; the engine's own metadata is laid over it."""
     fields = dataclasses.asdict(request)
-    settings = {k: v for k, v in fields.items() if v is not None and k not in ("image", "video")}
+    settings = {k: v for k, v in fields.items()
+                if v is not None and k not in ("image", "video") and not (k in ("from_start", "only_new") and not v)}
     return {
         **settings,
         "model": str(model),
@@ -233,7 +296,15 @@ def _emit(options: dict, record: dict) -> None:
 def generate(ctx: click.Context, mode: str, options: dict) -> None:
     settings = ctx.obj
     model = resolve_model(ctx, mode, options)
+    if options["dry_run"]:
+        from infinistar_cli.dry_run import print_estimate
+
+        print_estimate(model, mode, options)
+        return
     jobs = collect_jobs(mode, options)
+    if mode != "t2i":
+        options = {**options, "segments": [*options.get("then", ()), *read_story(options.get("story"))]}
+
     plan = plan_outputs(mode, model, jobs, options, batch=bool(options["prompt_file"]))
     with Reporter(quiet=settings.quiet, verbose=settings.verbose) as reporter:
         todo = [item for item in plan if not item.skip]
@@ -245,10 +316,16 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
         if not todo:
             reporter.message("nothing to do: every output already exists")
             return
-        reporter.message(f"model {model}, device {settings.device}")
+        modes = "".join(f", {name} {options[name]}" for name, plain in (("offload", "none"), ("weights", "bf16"))
+                        if options[name] != plain)
+        reporter.message(f"model {model}, device {settings.device}{modes}")
+        if options.get("aspect") == "auto":
+            reporter.message("note: --aspect auto; the models were trained at 16:9 (h/w 0.571), "
+                             "other aspect templates may look worse")
         start = time.perf_counter()
         pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
-                                        cache_dir=options.get("cache_dir"))
+                                        cache_dir=options.get("cache_dir"), offload=options["offload"],
+                                        weights=options["weights"])
         load_seconds = time.perf_counter() - start
         for number, item in enumerate(todo, start=1):
             label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""
@@ -266,6 +343,16 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
 
 def _generate_one(pipeline: Any, item: Planned, model: str, options: dict, reporter: Reporter) -> dict:
     start = time.perf_counter()
+    prompts = list(options.get("segments", ()))
+    if item.request.mode == "extend":  # more seconds than one step: further steps with the same prompt
+        from engine.conditioning import extend_steps
+
+        steps = extend_steps(pipeline.preset, item.request.seconds)
+        prompts = [item.request.prompt] * (steps - 1) + prompts
+        item = dataclasses.replace(item, request=dataclasses.replace(item.request, seconds=None))
+    if prompts:
+        return write_story(pipeline, item, prompts, output_metadata(item.request, model), options, reporter,
+                           start) | {"model": str(model)}
     result = pipeline.run(item.request, on_event=reporter.on_event)
     metadata = {**output_metadata(item.request, model), **(result.metadata or {})}
     fps = options.get("fps") or result.fps

@@ -107,11 +107,13 @@ def cli(ctx: click.Context, device: str, quiet: bool, verbose: bool, config_file
 
 
 def _register() -> None:
+    from infinistar_cli.bench import bench
+    from infinistar_cli.conditioned import extend, i2v
     from infinistar_cli.generate import t2i, t2v
     from infinistar_cli.info import info
     from infinistar_cli.models_cmd import download, models
 
-    for command in (t2v, t2i, info, download, models):
+    for command in (t2v, t2i, i2v, extend, info, download, models, bench):
         cli.add_command(command)
 
 

@@ -8,6 +8,8 @@ from engine.request import Event
 
 STAGE_NAMES = {
     "load": "loading model",
+    "segment": "segment",
+    "encode_reference": "encoding the input",
     "encode_text": "encoding prompt",
     "sample": "sampling",
     "decode": "decoding",

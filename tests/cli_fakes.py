@@ -34,10 +34,13 @@ class FakeEngine:
     known: tuple = ("720p", "480p", "tiny")
     fail_run: Optional[Callable[[GenerationRequest], None]] = None
 
-    def load(self, model, device="auto", on_event=None, cache_dir=None):
+    load_options: list = field(default_factory=list)  # keyword options of each load (offload, weights)
+
+    def load(self, model, device="auto", on_event=None, cache_dir=None, **options):
         if str(model) not in self.known:
             raise UnknownPresetError(f"unknown preset '{model}' (known: {', '.join(self.known)})")
         self.loads.append((str(model), device))
+        self.load_options.append(options)
         if on_event:
             on_event(Event(stage="load", done=1, total=1))
         return FakePipeline(self, SimpleNamespace(name=str(model), fps=8, frames=(9, 17)))

@@ -114,6 +114,13 @@ def test_decode_matches_official(vae, dec, frames):
     torch.testing.assert_close(out, dec[f"pixels_t{frames}"], atol=ATOL, rtol=0)
 
 
+def test_batched_decode_equals_per_sample(vae, dec):
+    z = torch.cat([dec["z_t5"], dec["z_t5"].flip(-1)])
+    out = vae.decode(z)
+    torch.testing.assert_close(out[:1], dec["pixels_t5"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(out[1:], vae.decode(z[1:]), atol=ATOL, rtol=0)
+
+
 def test_chunk_plans():
     assert decoder_chunks(1) == [(0, 1, False)]
     assert decoder_chunks(2) == [(0, 2, True)]

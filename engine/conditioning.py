@@ -1,0 +1,463 @@
+"""Conditioning on a reference image or video: what i2v, extend and story continuations force.
+
+A request resolves to a `Conditioning` (schedule, bits of the encoded reference, number of leading
+scales those bits force); the pipeline then makes the same `sample_latent` call as t2v.
+
+- i2v (pipeline spec §5.4): the image goes through the official `transform` (floor of the resized
+  side, LANCZOS, centre crop, [-1, 1]), is VAE-encoded and quantized into the first-frame pyramid;
+  every scale of that pyramid is forced (the reference's gt_leak 15 at 720p, 14 at 480p).
+- extend (spec §5.5, generalised through the schedule): the output schedule is the preset's longest
+  video; every clip but the last is forced from the conditioning window, the last clip is sampled.
+  480p: 161 frames, window 81 (5 s: image pyramid + first clip), 80 new frames, as the reference.
+  720p has one clip per video, so its window is a single frame: continuation from the last frame
+  (i2v-like; motion is not carried over). tiny: 33 frames, window 17, 16 new.
+  The window comes from the end of the input (the reference takes the first 5 s; `from_start`).
+- The InfinityStar-Interact recipe (spec §5.6), used for every continuation with the `interact`
+  preset: the previous 21-latent window (for an input video: its raw, unquantized encoding) becomes
+  a semantic condition (its last 20 latents at the pyramid's 8th scale) and a detail condition (the
+  story's first latent + the window's last two), attended by a one-clip segment schedule; the
+  window's last 20 latents and the new 20 are decoded together and the last 80 frames kept.
+- The VAE posterior sample: the reference draws ε from the unseeded global RNG; here it comes from
+  a separate `torch.Generator` on the VAE's device seeded with the request seed, so one seed fixes
+  the whole output.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import video_io
+from engine.errors import InfinistarError, MediaError
+from engine.presets import Preset
+from engine.quantizer import encode_bits
+from engine.sampling import ConditionTokens
+from engine.schedule import Schedule, build_schedule, build_segment_schedule
+
+# Above this many pixels an image is shrunk cheaply (JPEG DCT scaling, else `reduce`) to about twice
+# the needed size before the exact transform; at or below it the result is the official transform's.
+PRESHRINK_PIXELS = 16_000_000
+# Interact (spec §5.6): the semantic condition's pyramid scale (6x11 at 480p 16:9; at most half the
+# pyramid for smaller presets) and the RoPE scale-axis rows of the two conditions.
+INTERACT_SEMANTIC_SCALE = 7
+INTERACT_ROWS = (800, 801)
+
+
+class ConditioningError(InfinistarError):
+    """A reference image/video or a conditioning option that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Frames to condition on: uint8 RGB [T, H, W, 3] at the model's fps and pixel size.
+
+    `source` describes where they came from (recorded in the metadata).
+    """
+
+    frames: torch.Tensor
+    source: dict = field(default_factory=dict)
+    carry: Optional["Carry"] = None  # interact: the previous latent window, instead of re-encoding frames
+
+
+@dataclass(frozen=True)
+class Carry:
+    """What an interact segment continues from: the last window of latents [1, C, 1 + clip, h, w]
+    and the story's first latent [1, C, 1, h, w], fixed for the whole story."""
+
+    window: torch.Tensor
+    first: torch.Tensor
+
+
+@dataclass
+class Conditioning:
+    """What a request forces. `prefix` frames go before the decoded ones in the result; the first
+    `skip` decoded frames are left out of it (`only_new`)."""
+
+    schedule: Schedule
+    forced_bits: Optional[list[torch.Tensor]] = None
+    forced_scales: int = 0
+    prefix: Optional[torch.Tensor] = None
+    skip: int = 0
+    metadata: dict = field(default_factory=dict)
+    conditions: tuple[ConditionTokens, ...] = ()
+    latent_prefix: Optional[torch.Tensor] = None  # decoded together with (before) the sampled latent
+    text_frames: Optional[int] = None  # the length the prompt's duration tag names, if not the schedule's
+    carry_latents: int = 0  # interact: latents of the window a following segment continues
+    first_latent: Optional[torch.Tensor] = None
+
+    def full_latent(self, sampled: torch.Tensor) -> torch.Tensor:
+        """The latent to decode: any latent prefix, then the sampled one."""
+        if self.latent_prefix is None:
+            return sampled
+        return torch.cat([self.latent_prefix.to(sampled), sampled], dim=2)
+
+    def carry(self, latent: torch.Tensor) -> Optional[Carry]:
+        """For the interact recipe: the window a following segment continues from."""
+        if not self.carry_latents:
+            return None
+        window = latent[:, :, -self.carry_latents:]
+        return Carry(window, window[:, :, :1] if self.first_latent is None else self.first_latent)
+
+    def compose(self, decoded: torch.Tensor) -> torch.Tensor:
+        """The result frames: prefix + decoded[skip:]."""
+        frames = decoded[self.skip:]
+        if self.prefix is not None and len(self.prefix):
+            frames = torch.cat([self.prefix.to(frames.device), frames])
+        return frames
+
+
+# ----------------------------------------------------------------------------- facts and options
+
+
+def file_facts(path: str | Path) -> dict:
+    """Name, size in bytes and sha256 of an input file (recorded in the output's metadata)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def aspect_h_div_w(aspect: Optional[str], width: int, height: int) -> Optional[float]:
+    """None (the preset's template), 'auto' (the input's own h/w) or 'W:H' -> h/w for the schedule."""
+    if aspect is None:
+        return None
+    if aspect == "auto":
+        return height / width
+    try:
+        w, h = (float(part) for part in aspect.split(":"))
+        if w > 0 and h > 0:
+            return h / w
+    except ValueError:
+        pass
+    raise ConditioningError(f"aspect must be 'auto' or W:H such as 16:9, not {aspect!r}.")
+
+
+def extend_layout(preset: Preset, h_div_w: Optional[float] = None) -> tuple[Schedule, int, int]:
+    """(schedule, window frames, forced scales) of one continuation step with `preset`.
+
+    The schedule is the preset's longest video; the window is every clip but the last.
+    """
+    schedule = build_schedule(preset, max(preset.frames), h_div_w)
+    forced = schedule.scales_per_clip * (schedule.num_clips - 1)
+    window_latents = schedule.latent_frames - schedule.clip_shapes[-1][0]
+    window = 1 + preset.schedule.temporal_compression * (window_latents - 1)
+    return schedule, window, forced
+
+
+def uses_interact(preset: Preset) -> bool:
+    """Whether continuations use the InfinityStar-Interact recipe (the `interact` preset)."""
+    return preset.name == "interact"
+
+
+def continuation_window(preset: Preset) -> tuple[int, int]:
+    """(window frames a continuation conditions on, new frames it adds)."""
+    if uses_interact(preset):
+        clip, tc = preset.schedule.frames_inner_clip, preset.schedule.temporal_compression
+        return 1 + tc * clip, tc * clip
+    schedule, window, _ = extend_layout(preset)
+    return window, schedule.num_frames - window
+
+
+def _step_seconds(preset: Preset) -> Fraction:
+    return Fraction(continuation_window(preset)[1], preset.fps)
+
+
+def extend_steps(preset: Preset, seconds: Optional[int]) -> int:
+    """How many continuation steps make `seconds` of new footage (None: one)."""
+    step = _step_seconds(preset)
+    if seconds is None:
+        return 1
+    steps = seconds / step
+    if steps.denominator != 1 or steps < 1:
+        raise ConditioningError(
+            f"{preset.name} extends a video by {float(step):g} s per step; --seconds must be a multiple "
+            f"of {float(step):g} (use --then for a new prompt per step)."
+        )
+    return int(steps)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _resized_size(width: int, height: int, target_w: int, target_h: int) -> tuple[int, int]:
+    """The official transform's resize: the side that fits is the target, the other floored."""
+    if width / height <= target_w / target_h:
+        size = (target_w, int(target_w / (width / height)))
+    else:
+        size = (int((width / height) * target_h), target_h)
+    # Float error can floor a matching side one pixel short (spec pitfall 20): never below the target.
+    return max(size[0], target_w), max(size[1], target_h)
+
+
+def transform_image(image, height: int, width: int) -> torch.Tensor:
+    """PIL RGB image -> uint8 [height, width, 3]: official resize (LANCZOS) and centre crop."""
+    from PIL import Image
+
+    new_w, new_h = _resized_size(image.width, image.height, width, height)
+    if (new_w, new_h) != image.size:
+        image = image.resize((new_w, new_h), resample=Image.LANCZOS)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    array = np.array(image, dtype=np.uint8)[top:top + height, left:left + width]
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float [1, 3, T, H, W] in [-1, 1] (to_tensor, then 2x - 1)."""
+    x = frames.to(torch.float32).div(255)
+    return (x * 2 - 1).permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def open_image(path: str | Path):
+    """Open an image lazily (header only; no size limit yet: `load_image` decides how to decode)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = video_io._require_file(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None
+            return Image.open(path)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise MediaError(f"cannot read image {path}: {error}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def load_image(image, min_side: int):
+    """Decode an opened image to 8-bit RGB, shrinking huge ones without a full-size decode.
+
+    Above PRESHRINK_PIXELS, JPEGs are decoded at 1/2..1/8 scale (`draft`) and other formats up to
+    Pillow's own bomb limit are decoded and `reduce`d, keeping at least 2 * `min_side` pixels on
+    the short side; larger non-JPEG images are refused.
+    """
+    from PIL import Image
+
+    name = Path(image.filename or "image").name
+    width, height = image.size
+    factor = min(width, height) // (2 * min_side) if width * height > PRESHRINK_PIXELS else 1
+    if factor >= 2:
+        if image.format == "JPEG":
+            image.draft(None, (width // factor, height // factor))
+        elif Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+            raise MediaError(
+                f"{name} is {width}x{height}: too large to decode (at most {Image.MAX_IMAGE_PIXELS // 1_000_000} "
+                "megapixels except for JPEG); scale it down first."
+            )
+    try:
+        image.load()
+        rgb = video_io.image_to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise MediaError(f"cannot decode image {name}: {error}") from None
+    factor = min(rgb.size) // (2 * min_side) if factor >= 2 else 1
+    return rgb.reduce(factor) if factor >= 2 else rgb
+
+
+# ----------------------------------------------------------------------------- videos
+
+
+def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Tensor, dict]:
+    """Decode a video with PyAV, resampled to `fps` and transformed to the model size, streaming.
+
+    `size_for(width, height) -> (H, W)` picks the pixel size from the stored frame size. Output
+    frame k shows the source frame on screen at time k/fps (index floor(k * src_fps / fps));
+    only transformed frames are kept, never the full-size decode.
+    """
+    import av
+
+    path = video_io._require_file(path)
+    container = video_io._open_video(path)
+    try:
+        stream = container.streams.video[0]
+        src_fps = stream.average_rate or stream.guessed_rate
+        ratio = Fraction(src_fps).limit_denominator(1001) / fps if src_fps else Fraction(1)
+        height, width = size_for(stream.codec_context.width or 1, stream.codec_context.height or 1)
+        kept, decoded, k = [], 0, 0
+        for frame in container.decode(stream):
+            image = None
+            while math.floor(k * ratio) <= decoded:
+                if image is None:
+                    image = transform_image(frame.to_image().convert("RGB"), height, width)
+                kept.append(image)
+                k += 1
+            decoded += 1
+    except av.error.FFmpegError as error:
+        raise MediaError(f"cannot decode {path}: {getattr(error, 'strerror', None) or error}") from None
+    finally:
+        container.close()
+    if not decoded:
+        raise MediaError(f"{path} contains no decodable frames")
+    facts = {"fps": float(src_fps) if src_fps else None, "frames": decoded,
+             "duration": round(decoded / float(src_fps), 4) if src_fps else None}
+    if not src_fps:
+        facts["note"] = f"no frame rate stored; read as {fps} fps"
+    return torch.stack(kept), facts
+
+
+def check_input(mode: str, path: str | Path) -> None:
+    """Cheap early check of an i2v/extend input (header only), before a model is loaded."""
+    if mode == "i2v":
+        open_image(path).close()
+    elif mode == "extend":
+        if video_io.media_info(path)["kind"] != "video":
+            raise MediaError(f"{Path(path).name} is an image; extend needs a video (use i2v for images).")
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def encode_reference(vae, frames: torch.Tensor, schedule: Schedule, seed: int) -> list[torch.Tensor]:
+    """uint8 frames [T, H, W, 3] -> the per-step bits of `schedule` (the official video_encode)."""
+    device = vae.proj_down.weight.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    raw = vae.encode_raw_features(to_unit(frames).to(device), generator=generator)
+    return encode_bits(raw, schedule)
+
+
+def _sub_schedule(preset: Preset, frames: int, h_div_w: Optional[float]) -> Schedule:
+    """The schedule of the leading `frames` (any key of the preset's table, not only released lengths)."""
+    schedule = build_schedule(preset.schedule, frames, h_div_w)
+    return replace(schedule, vae_channels=preset.transformer.vae_channels)
+
+
+def image_conditioning(pipeline, request, frames: int) -> Conditioning:
+    """i2v: force the whole first-frame pyramid with the encoded image."""
+    preset: Preset = pipeline.preset
+    image = open_image(request.image)
+    facts = {**file_facts(request.image), "width": image.width, "height": image.height}
+    h_div_w = aspect_h_div_w(request.aspect, image.width, image.height)
+    schedule = build_schedule(preset, frames, h_div_w)
+    height, width = schedule.pixel_size
+    pixels = transform_image(load_image(image, max(height, width)), height, width)
+    image_schedule = _sub_schedule(preset, 1, h_div_w)
+    bits = encode_reference(pipeline.components.vae, pixels[None], image_schedule, request.seed)
+    metadata = {"input": facts, "aspect": request.aspect or "preset", "template": schedule.template,
+                "forced_scales": schedule.scales_per_clip, "encode_seed": request.seed}
+    return Conditioning(schedule, bits, schedule.scales_per_clip, metadata=metadata)
+
+
+def _input_frames(preset: Preset, request, reference: Optional[Reference], pixel_size) -> tuple:
+    """(frames at the model's fps and size, facts for the metadata, h/w for the schedule)."""
+    if reference is not None:
+        frames = reference.frames
+        return frames, dict(reference.source), frames.shape[1] / frames.shape[2]
+    size = {}
+
+    def size_for(width: int, height: int) -> tuple[int, int]:
+        size["h_div_w"] = aspect_h_div_w(request.aspect, width, height)
+        return pixel_size(size["h_div_w"])
+
+    frames, facts = read_video_resampled(request.video, preset.fps, size_for)
+    return frames, {**file_facts(request.video), **facts}, size["h_div_w"]
+
+
+def _pad_window(frames: torch.Tensor, window: int, facts: dict, preset: Preset) -> torch.Tensor:
+    """Refuse inputs shorter than the window; a clip exactly (window - 1) / fps long gets its last frame
+    repeated (it resamples to one frame short; the reference stretches it over the window)."""
+    count = len(frames)
+    if count == window - 1 and window > 1:
+        return torch.cat([frames, frames[-1:]])
+    if count < window:
+        name = facts.get("name", "the video")
+        raise ConditioningError(
+            f"{name} is too short ({count / preset.fps:.2f} s): extending with {preset.name} needs at least "
+            f"{(window - 1) / preset.fps:g} s ({window} frames at {preset.fps} fps) to condition on."
+        )
+    return frames
+
+
+def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Conditioning:
+    """extend: force every clip but the last with the encoded window of the input."""
+    preset: Preset = pipeline.preset
+    if request.seconds is not None and extend_steps(preset, request.seconds) != 1:
+        raise ConditioningError(f"one extend run adds {float(_step_seconds(preset)):g} s; "
+                                "engine.story.run_story chains several.")
+    if uses_interact(preset):
+        return interact_conditioning(pipeline, request, reference)
+    frames, facts, h_div_w = _input_frames(preset, request, reference,
+                                           lambda r: extend_layout(preset, r)[0].pixel_size)
+    schedule, window, forced = extend_layout(preset, h_div_w)
+    if tuple(frames.shape[1:3]) != schedule.pixel_size:
+        raise ConditioningError(f"reference frames are {tuple(frames.shape[1:3])}, the model needs {schedule.pixel_size}")
+    frames = _pad_window(frames, window, facts, preset)
+    start = 0 if request.from_start else len(frames) - window
+    window_frames = frames[start:start + window]
+    prefix = None if request.only_new or request.from_start else frames[:start]
+    bits = encode_reference(pipeline.components.vae, window_frames, _sub_schedule(preset, window, h_div_w),
+                            request.seed)
+    skip = window if request.only_new else 0
+    metadata = {"input": facts, "aspect": request.aspect or ("preset" if reference is None else "auto"),
+                "template": schedule.template, "forced_scales": forced, "encode_seed": request.seed,
+                "window": {"start_frame": start, "frames": window, "from_start": request.from_start},
+                "new_frames": schedule.num_frames - window, "only_new": request.only_new,
+                "prefix_frames": 0 if prefix is None else len(prefix)}
+    return Conditioning(schedule, bits, forced, prefix=prefix, skip=skip, metadata=metadata)
+
+
+def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> Conditioning:
+    """The InfinityStar-Interact continuation (spec §5.6): conditions, not forced bits."""
+    preset: Preset = pipeline.preset
+    clip, tc = preset.schedule.frames_inner_clip, preset.schedule.temporal_compression
+    window, new = continuation_window(preset)
+    prefix = None
+    if reference is not None and reference.carry is not None:
+        former, first = reference.carry.window, reference.carry.first
+        facts, h_div_w = dict(reference.source), reference.frames.shape[1] / reference.frames.shape[2]
+        start = None
+    else:
+        # The set-up step of the reference: the window's raw (unquantized) encoding is the first `former`.
+        frames, facts, h_div_w = _input_frames(preset, request, reference,
+                                               lambda r: build_segment_schedule(preset, r).pixel_size)
+        frames = _pad_window(frames, window, facts, preset)
+        start = 0 if request.from_start else len(frames) - window
+        vae = pipeline.components.vae
+        device = vae.proj_down.weight.device
+        generator = torch.Generator(device=device).manual_seed(request.seed)
+        former = vae.encode_raw_features(to_unit(frames[start:start + window]).to(device), generator=generator)
+        first = former[:, :, :1]
+        if not request.only_new:  # the input up to the window's end (only the window with from_start)
+            prefix = frames[start if request.from_start else 0:start + window]
+    schedule = build_segment_schedule(preset, h_div_w)
+    if former.shape[2] != 1 + clip or tuple(former.shape[3:]) != schedule.clip_shapes[0][1:]:
+        raise ConditioningError(f"an interact window is {1 + clip} latents of {schedule.clip_shapes[0][1:]}")
+    recent = former[:, :, 1:]
+    k = min(INTERACT_SEMANTIC_SCALE, schedule.scales_per_clip // 2)
+    semantic = F.interpolate(recent, size=schedule.scales[k], mode="area")
+    detail = torch.cat([first, recent[:, :, [clip - 2, clip - 1]]], dim=2)
+    conditions = (ConditionTokens("semantic_condition", semantic, tuple(range(1, clip + 1)), INTERACT_ROWS[0]),
+                  ConditionTokens("detail_condition", detail, (0, clip - 1, clip), INTERACT_ROWS[1]))
+    decoded = 1 + tc * (2 * clip - 1)  # the window's last `clip` latents and the new ones
+    metadata = {"input": facts, "recipe": "interact", "conditions": {"semantic_scale": k, "rope_rows": INTERACT_ROWS},
+                "forced_scales": 0, "encode_seed": request.seed, "new_frames": new, "only_new": request.only_new,
+                "prefix_frames": 0 if prefix is None else len(prefix)}
+    if start is not None:
+        metadata["window"] = {"start_frame": start, "frames": window, "from_start": request.from_start}
+    return Conditioning(schedule, prefix=prefix, skip=decoded - new, metadata=metadata, conditions=conditions,
+                        latent_prefix=recent, text_frames=window, carry_latents=1 + clip, first_latent=first)
+
+
+def resolve(pipeline, request, frames: int, reference: Optional[Reference] = None) -> Conditioning:
+    """The conditioning of any request; t2v/t2i force nothing."""
+    if request.mode == "extend":
+        if request.video is None and reference is None:
+            raise ConditioningError("extend needs a video.")
+        return video_conditioning(pipeline, request, reference)
+    if request.mode == "i2v":
+        if request.image is None:
+            raise ConditioningError("i2v needs an image.")
+        cond = image_conditioning(pipeline, request, frames)
+    else:
+        cond = Conditioning(build_schedule(pipeline.preset, frames))
+    if uses_interact(pipeline.preset):  # an interact story continues this video's last latent window
+        cond.carry_latents = 1 + pipeline.preset.schedule.frames_inner_clip
+    return cond

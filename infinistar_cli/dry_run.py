@@ -1,0 +1,66 @@
+"""`t2v/t2i --dry-run`: the estimated peak GPU memory of a run, from engine.memory, loading nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+GIB = 2**30
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def _preset(model: str):
+    from engine import presets
+    from engine.loading import preset_for_folder
+
+    if model in presets.names():
+        return presets.get(model)
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        raise click.UsageError(f"model folder {model} does not exist")
+    return preset_for_folder(folder)  # reads only its infinistar.json and folder names
+
+
+def print_estimate(model: str, mode: str, options: dict) -> None:
+    """Print the chosen mode's breakdown and a table of every mode (or one JSON object)."""
+    from engine import memory
+    from engine.pipeline import frames_for
+
+    preset = _preset(model)
+    frames = frames_for(preset, mode, options.get("seconds"))
+    cfg = options["cfg"] if options["cfg"] is not None else preset.sampling.cfg_scale
+    every = memory.estimate_all(preset, frames, guided=cfg != 1, negative_prompt=bool(options["negative_prompt"]))
+    chosen = every[(options["offload"], options["weights"])]
+    if options["json_output"]:
+        record = {"status": "dry-run", "estimate": chosen.to_dict(), "measured": False,
+                  "peaks": {f"{o}/{w}": e.peak for (o, w), e in every.items()}}
+        click.echo(json.dumps(record))
+        return
+    h, w = chosen.pixel_size
+    length = "image" if frames == 1 else f"{frames} frames ({(frames - 1) // preset.fps} s)"
+    lines = [
+        f"Estimated peak GPU memory (not measured) for {preset.name}, {length}, {w}x{h}:",
+        f"  {chosen.steps} transformer steps; largest scale {chosen.largest_tokens} tokens per row "
+        f"({'cond + uncond' if cfg != 1 else 'no guidance'})",
+        f"  weights: transformer {_gib(chosen.transformer_weights)} ({options['weights']}; one block "
+        f"{chosen.block_weights / 2**20:.0f} MiB), text encoder {_gib(chosen.text_encoder_weights)}, "
+        f"VAE {_gib(chosen.vae_weights)}",
+        f"  K/V cache peak {_gib(chosen.kv_cache)}, largest step activations {_gib(chosen.sample_activations)}, "
+        f"VAE decode chunk {_gib(chosen.decode_activations)}",
+        f"  on the GPU with --offload {options['offload']}: "
+        + ", ".join(f"{phase} {_gib(n)}" for phase, n in chosen.phases.items()),
+        f"  peak {_gib(chosen.peak)} (including {_gib(memory.RUNTIME_OVERHEAD)} for the CUDA runtime)",
+    ]
+    if chosen.streamed_per_step:
+        lines.append(f"  blocks copied to the GPU per step: {_gib(chosen.streamed_per_step)}")
+    lines += ["", "  peak GiB   " + "".join(f"{w_:>8}" for w_ in memory.quant.WEIGHT_MODES)]
+    for o in memory.offload.OFFLOAD_MODES:
+        cells = [f"{every[(o, w_)].peak / GIB:7.1f}" + ("*" if (o, w_) == (chosen.offload, chosen.weights) else " ")
+                 for w_ in memory.quant.WEIGHT_MODES]
+        lines.append(f"  {o:<11}" + "".join(cells))
+    lines.append("  (* = the chosen --offload/--weights; estimates for a CUDA GPU, see the README)")
+    click.echo("\n".join(lines))

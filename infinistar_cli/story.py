@@ -1,0 +1,66 @@
+"""Long videos from the command line: --then/--story prompts, segments streamed into one MP4."""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from engine import video_io
+from engine.request import Event
+from infinistar_cli.batch import read_prompt_lines
+from infinistar_cli.progress import Reporter
+
+
+def read_story(path: Optional[str]) -> list[str]:
+    """Prompts of a story file: one per line; blank lines and `#` comments skipped; - is stdin."""
+    if not path:
+        return []
+    return [line for _, line in read_prompt_lines(path, "story file")]
+
+
+def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, options: dict,
+                reporter: Reporter, start: float) -> dict:
+    """Generate `item.request` then one segment per prompt, writing each segment as it is done."""
+    from engine.story import story_requests  # torch: imported only when a story runs
+
+    requests = story_requests(item.request, prompts)
+    label = reporter.prefix
+
+    def on_event(event: Event) -> None:
+        if event.stage == "segment":
+            reporter.begin_output(f"{label} [segment {event.done}/{event.total}]".strip())
+            reporter.message(f"{label} segment {event.done}/{event.total}: {event.message or '(no prompt)'}".strip())
+        else:
+            reporter.on_event(event)
+
+    writer = None
+    segments, timings = [], {}
+    try:
+        for result in pipeline.run_story(requests, on_event=on_event):
+            if writer is None:
+                fps = options.get("fps") or result.fps
+                # The file's own tag is written before the later segments exist: it lists what each
+                # segment is asked for; the sidecar adds what each one did.
+                header = {**metadata, **result.metadata, "fps": fps,
+                          "segments": [{"segment": k + 1, "prompt": r.prompt, "seed": r.seed}
+                                       for k, r in enumerate(requests)]}
+                for key in ("frames", "output_frames", "segment"):
+                    header.pop(key, None)
+                writer = video_io.VideoWriter(item.path, fps, metadata=header, overwrite=options["overwrite"],
+                                              crf=options.get("crf", 18))
+            writer.write(result.frames)
+            meta = result.metadata
+            segments.append({key: meta.get(key) for key in ("segment", "prompt", "prompt_sent", "seed", "forced_scales",
+                                                             "output_frames", "input", "window")
+                             if meta.get(key) is not None})
+            for key, value in (result.timings or {}).items():
+                timings[key] = round(timings.get(key, 0) + value, 3) if key != "load" else value
+        writer.metadata.update(segments=segments, output_frames=writer.frames_written)
+        reporter.on_event(Event(stage="write", message=str(item.path)))
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    timings["total"] = round(time.perf_counter() - start, 3)
+    return {"status": "written", "path": str(item.path), "seed": item.request.seed, "prompt": item.request.prompt,
+            "index": item.index, "segments": len(requests), "frames": writer.frames_written, "timings": timings}
