@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 
 from engine import presets
 from engine.data import synthetic
@@ -65,6 +65,7 @@ class TrainConfig:
     lr: float = 2e-3
     text_lr: float = 1e-3
     cond_drop: float = 0.1
+    long_share: float = 0.0  # share of transformer steps on the preset's longest videos (extend)
     warmup: int = 100
 
 
@@ -280,8 +281,10 @@ class Dataset:
 
 
 @torch.no_grad()
-def encode_dataset(vae: VideoVAE, preset: Preset, count: int, seed: int, chunk: int = 16) -> Dataset:
-    schedule = build_schedule(preset, preset.frames[0])
+def encode_dataset(vae: VideoVAE, preset: Preset, count: int, seed: int, chunk: int = 16,
+                   frames: int | None = None) -> Dataset:
+    """`count` synthetic clips of `frames` frames (default: the preset's first length), encoded."""
+    schedule = build_schedule(preset, frames or preset.frames[0])
     height, width = schedule.pixel_size
     seconds = (schedule.num_frames - 1) // preset.fps
     generator = torch.Generator().manual_seed(seed)
@@ -310,11 +313,17 @@ def transformer_step(model: InfinityTransformer, text: TextEncoder, schedule: Sc
 
 
 def train_transformer(preset: Preset, vae: VideoVAE, cfg: TrainConfig, log: Log = _no_log,
-                      text: TextEncoder | None = None) -> tuple[InfinityTransformer, TextEncoder]:
-    """A fresh transformer (and the tiny text encoder, trained jointly) on encoded synthetic clips."""
+                      text: TextEncoder | None = None, model: InfinityTransformer | None = None
+                      ) -> tuple[InfinityTransformer, TextEncoder]:
+    """A fresh (or the given) transformer and the tiny text encoder, trained jointly on encoded
+    synthetic clips; `cfg.long_share` of the steps use the preset's longest videos."""
     schedule = build_schedule(preset, preset.frames[0])
     data = encode_dataset(vae, preset, cfg.videos, cfg.seed)
-    model = init_transformer(InfinityTransformer(preset.transformer), cfg.seed).train()
+    long = None
+    if cfg.long_share:
+        frames = max(preset.frames)
+        long = (build_schedule(preset, frames), encode_dataset(vae, preset, cfg.videos, cfg.seed + 1, frames=frames))
+    model = (model or init_transformer(InfinityTransformer(preset.transformer), cfg.seed)).train().requires_grad_(True)
     text = text or TextEncoder.tiny(seed=cfg.seed)
     text.model.requires_grad_(True)  # eval mode kept: no T5 dropout
     opt = torch.optim.AdamW([
@@ -327,7 +336,10 @@ def train_transformer(preset: Preset, vae: VideoVAE, cfg: TrainConfig, log: Log 
         for group in opt.param_groups:
             group["lr"] = group["base"] * _lr_at(step, cfg.steps, cfg.warmup)
         index = torch.randint(n, (cfg.batch,), generator=generator)
-        loss, acc = transformer_step(model, text, schedule, data, index, cfg.cond_drop, generator)
+        if long is not None and float(torch.rand((), generator=generator)) < cfg.long_share:
+            loss, acc = transformer_step(model, text, *long, index, cfg.cond_drop, generator)
+        else:
+            loss, acc = transformer_step(model, text, schedule, data, index, cfg.cond_drop, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(text.model.parameters()), 1.0)
@@ -369,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--phase", choices=("all", "vae", "transformer"), default="all",
                         help="'transformer' reuses the VAE already in --out")
     parser.add_argument("--resume-vae", type=Path, help="fine-tune the VAE of this model folder")
+    parser.add_argument("--resume-transformer", type=Path,
+                        help="fine-tune the transformer and tiny text encoder of this model folder")
     defaults = TrainConfig()
     for name, value in vars(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
@@ -398,7 +412,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         vae = load_vae(preset, Path(args.out), torch.device("cpu"))
     if args.phase in ("all", "transformer"):
-        model, text = train_transformer(preset, vae, cfg, log)
+        start_model = start_text = None
+        if args.resume_transformer:
+            start_model = InfinityTransformer(preset.transformer)
+            start_model.load_state_dict(load_file(str(args.resume_transformer / preset.checkpoint_dir / "model.safetensors")))
+            start_text = TextEncoder.tiny(weights=args.resume_transformer / TINY_TEXT_WEIGHTS)
+        model, text = train_transformer(preset, vae, cfg, log, start_text, start_model)
         save_model_folder(args.out, preset, transformer=model, text=text)
     logging.info("done after %.0f s", time.perf_counter() - start)
 
