@@ -141,3 +141,15 @@ def test_corrupt_model_folder_is_a_one_line_error(clean_env):
     assert result.exit_code != 0
     assert shard.name in error_line(result)
     assert not (clean_env / "x.mp4").exists()
+
+
+def test_same_seed_gives_bit_identical_frames_from_the_pipeline():
+    from engine.pipeline import load_pipeline
+    from engine.request import GenerationRequest
+
+    pipeline = load_pipeline("tiny", device="cpu")
+    request = GenerationRequest(mode="t2v", prompt="a blue square moving up", seed=11)
+    first, second = pipeline.run(request).frames, pipeline.run(request).frames
+    assert torch.equal(first, second)
+    other = pipeline.run(GenerationRequest(mode="t2v", prompt="a blue square moving up", seed=12)).frames
+    assert not torch.equal(first, other)
