@@ -273,12 +273,7 @@ def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Te
     frame k shows the source frame on screen at time k/fps (index floor(k * src_fps / fps));
     only transformed frames are kept, never the full-size decode.
     """
-    import av
-
-    path = video_io._require_file(path)
-    container = video_io._open_video(path)
-    try:
-        stream = container.streams.video[0]
+    with video_io.video_stream(path) as (stream, container):
         src_fps = stream.average_rate or stream.guessed_rate
         ratio = Fraction(src_fps).limit_denominator(1001) / fps if src_fps else Fraction(1)
         height, width = size_for(stream.codec_context.width or 1, stream.codec_context.height or 1)
@@ -291,10 +286,6 @@ def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Te
                 kept.append(image)
                 k += 1
             decoded += 1
-    except av.error.FFmpegError as error:
-        raise MediaError(f"cannot decode {path}: {getattr(error, 'strerror', None) or error}") from None
-    finally:
-        container.close()
     if not decoded:
         raise MediaError(f"{path} contains no decodable frames")
     facts = {"fps": float(src_fps) if src_fps else None, "frames": decoded,

@@ -7,6 +7,8 @@ tag, PNG iTXt chunk `infinistar`) and in a `<file>.json` sidecar next to it.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 import os
 import tempfile
@@ -360,21 +362,29 @@ def media_info(path: str | Path) -> dict:
                 "codec": stream.codec_context.name}
 
 
-def read_video(path: str | Path):
-    """All frames of a video as a torch uint8 tensor [T, H, W, 3] (RGB) and its frame rate."""
+@contextmanager
+def video_stream(path: str | Path):
+    """(first video stream, container) of a readable video; decode errors inside the block become
+    a one-line MediaError and the container is always closed."""
     import av
-    import torch
 
     path = _require_file(path)
     container = _open_video(path)
     try:
-        stream = container.streams.video[0]
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-        fps = float(stream.average_rate) if stream.average_rate else None
+        yield container.streams.video[0], container
     except av.error.FFmpegError as error:
         raise MediaError(f"cannot decode {path}: {getattr(error, 'strerror', None) or error}") from None
     finally:
         container.close()
+
+
+def read_video(path: str | Path):
+    """All frames of a video as a torch uint8 tensor [T, H, W, 3] (RGB) and its frame rate."""
+    import torch
+
+    with video_stream(path) as (stream, container):
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        fps = float(stream.average_rate) if stream.average_rate else None
     if not frames:
         raise MediaError(f"{path} contains no decodable frames")
     return torch.from_numpy(np.stack(frames)), fps
