@@ -150,18 +150,16 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
     if weights_mode == "fp8" and device.type == "mps":
         raise quant.WeightModeError("--weights fp8 needs float8 tensors, which MPS lacks; use --weights int8.")
     name = str(model)
-    if name == "tiny":
-        folder = TINY_DIR
-    elif name in presets.names():
-        folder = hub.resolve_model_dir(name, cache_dir)
+    if name in presets.names():
+        preset = presets.get(name)
+        folder = TINY_DIR if name == "tiny" else hub.resolve_model_dir(name, cache_dir)
     elif Path(name).is_dir():
         folder = Path(name)
+        preset = preset_for_folder(folder)
     elif "/" in name or "\\" in name or name.startswith("."):
         raise ModelSourceError(f"model folder {name} does not exist.")
     else:
-        presets.get(name)  # raises UnknownPresetError listing the known names
-        raise AssertionError("unreachable")
-    preset = presets.get(name) if name in presets.names() else preset_for_folder(folder)
+        preset = presets.get(name)  # an unknown name: UnknownPresetError lists the known ones
     home = offload.home_device(offload_mode, device)
     transformer = load_transformer(preset, folder / preset.checkpoint_dir, device, weights_mode, home)
     vae = load_vae(preset, folder, home)
