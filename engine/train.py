@@ -51,21 +51,22 @@ class TrainConfig:
     """Steps, batch sizes and learning rates of both phases (defaults: the shipped tiny model)."""
 
     seed: int = 0
-    vae_steps: int = 600
-    vae_batch: int = 2
-    vae_lr: float = 2e-3
+    vae_steps: int = 1500
+    ae_steps: int = 300  # first VAE steps: single frames only, plain L2 autoencoder (no quantizer)
+    vae_batch: int = 1
+    vae_lr: float = 1e-3  # 2e-3 leaves the tiny VAE colour-blind (brightness only)
     commit_weight: float = 1.0
     fg_weight: float = 5.0  # loss weight of shape pixels relative to the black background
-    vae_image_batch: int = 0  # extra single frames per VAE step: cheap colour/shape signal
-    raw_weight: float = 0.0  # also decode those frames' unquantized latent (direct encoder signal)
+    vae_image_batch: int = 8  # extra single frames per VAE step: cheap colour/shape signal
+    raw_weight: float = 0.5  # also decode those frames' unquantized latent (direct encoder signal)
     chroma_weight: float = 0.0  # extra L1 on the opponent colours R-G and R+G-2B
-    videos: int = 1200  # clips encoded once for the transformer phase
-    steps: int = 4000
-    batch: int = 32
+    videos: int = 800  # clips encoded once for the transformer phase
+    steps: int = 3000
+    batch: int = 24
     lr: float = 2e-3
     text_lr: float = 1e-3
     cond_drop: float = 0.1
-    long_share: float = 0.0  # share of transformer steps on the preset's longest videos (extend)
+    long_share: float = 0.25  # share of transformer steps on the preset's longest videos (extend)
     warmup: int = 100
 
 
@@ -103,9 +104,7 @@ def vae_loss(vae: VideoVAE, pixels: torch.Tensor, schedule: Schedule, commit_wei
     The decoder only ever sees multi-scale quantized sums, as at inference; foreground pixels
     weigh `fg_weight` times more, so the small shapes are not drowned by the black background.
     `raw_weight` adds the reconstruction of the unquantized latent (a direct encoder signal);
-    `chroma_weight` an L1 on the opponent colours R-G and R+G-2B. Both were tried against the
-    tiny VAE drawing red and green as yellow; they brought blue back, not red/green (see
-    docs/README_tiny_sections.md).
+    `chroma_weight` an L1 on the opponent colours R-G and R+G-2B (optional, off by default).
     """
     raw = vae_raw_features(vae, pixels, generator)
     quant = latent_from_bits(encode_bits(raw.detach(), schedule), schedule)
@@ -132,7 +131,13 @@ def vae_loss(vae: VideoVAE, pixels: torch.Tensor, schedule: Schedule, commit_wei
 
 def train_vae(preset: Preset, cfg: TrainConfig, log: Log = _no_log, vae: VideoVAE | None = None,
               checkpoint: Callable[[VideoVAE], None] | None = None) -> VideoVAE:
-    """The preset's VAE (fresh, or `vae` fine-tuned) trained on synthetic clips of the preset's size."""
+    """The preset's VAE (fresh, or `vae` fine-tuned) trained on synthetic clips of the preset's size.
+
+    First `ae_steps` steps: a plain L2 autoencoder on single frames (no quantizer), which gets
+    shapes and brightness in place cheaply; then `vae_loss` on clips plus single frames. Colour
+    comes last: red and green are mirror images in the palette, and the VAE separates them only
+    after several hundred quantized steps (at lr 2e-3 it never did and drew both as yellow).
+    """
     torch.manual_seed(cfg.seed)
     frames = preset.frames[0]
     schedule = build_schedule(preset, frames)
@@ -144,15 +149,22 @@ def train_vae(preset: Preset, cfg: TrainConfig, log: Log = _no_log, vae: VideoVA
     for step in range(cfg.vae_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.vae_lr * _lr_at(step, cfg.vae_steps, cfg.warmup // 4)
-        pixels, _ = synthetic.batch(cfg.seed * 1_000_003 + step, cfg.vae_batch, frames, height, width)
-        loss, metrics = vae_loss(vae, pixels, schedule, cfg.commit_weight, generator, cfg.fg_weight,
-                                 chroma_weight=cfg.chroma_weight)
-        if cfg.vae_image_batch:
-            images, _ = synthetic.batch(cfg.seed * 1_000_003 - step - 1, cfg.vae_image_batch, 1, height, width)
-            image_loss, image_metrics = vae_loss(vae, images, image_schedule, cfg.commit_weight, generator,
-                                                 cfg.fg_weight, cfg.raw_weight, cfg.chroma_weight)
-            loss = loss + image_loss
-            metrics["image_rec"] = image_metrics["rec"]
+        loss, metrics = torch.zeros(()), {}
+        if step < cfg.ae_steps:
+            images, _ = synthetic.batch(cfg.seed * 1_000_003 - step - 1, max(cfg.vae_image_batch, 1), 1, height, width)
+            loss = F.mse_loss(vae_decode_train(vae, vae_raw_features(vae, images, generator)), images)
+            metrics["ae_rec"] = loss.item()
+        else:
+            if cfg.vae_batch:
+                pixels, _ = synthetic.batch(cfg.seed * 1_000_003 + step, cfg.vae_batch, frames, height, width)
+                loss, metrics = vae_loss(vae, pixels, schedule, cfg.commit_weight, generator, cfg.fg_weight,
+                                         chroma_weight=cfg.chroma_weight)
+            if cfg.vae_image_batch:
+                images, _ = synthetic.batch(cfg.seed * 1_000_003 - step - 1, cfg.vae_image_batch, 1, height, width)
+                image_loss, image_metrics = vae_loss(vae, images, image_schedule, cfg.commit_weight, generator,
+                                                     cfg.fg_weight, cfg.raw_weight, cfg.chroma_weight)
+                loss = loss + image_loss
+                metrics["image_rec"] = image_metrics["rec"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,12 +1,8 @@
 """The shipped tiny model (trained on engine.data.synthetic) draws what the prompt says.
 
 For each prompt and seed, `describe` names the video's dominant bright colour and the direction its
-bright-pixel centroid moves. Acceptance: both match the prompt in >= 80 % of the cases.
-
-Known limit of the shipped weights: the 0.3 M-parameter VAE decodes red and green shapes as yellow
-(its decoder never learned R != G, docs/README_tiny_sections.md). So the direction is checked on
-every prompt, the colour on the colours the VAE can draw, and the full acceptance is an expected
-failure (strict: better weights make it pass and this marker must then go).
+bright-pixel centroid moves. Acceptance: both match the prompt in >= 80 % of the cases, for t2v,
+for i2v from a rendered first frame (PNG) and for extend of a rendered clip (MP4).
 """
 from __future__ import annotations
 
@@ -32,8 +28,6 @@ PROMPTS = [
 ]
 SEEDS = (0, 1, 2)
 PASS_RATE = 0.8
-DRAWABLE = ("blue", "yellow", "white")  # colours the shipped tiny VAE reproduces
-LIMIT = "the shipped tiny VAE decodes red and green as yellow"
 
 
 def caption(colour: str, shape: str, direction: str) -> str:
@@ -103,44 +97,21 @@ def _rate(hits: list[bool]) -> float:
     return sum(hits) / len(hits)
 
 
-def test_t2v_moves_the_prompted_way(t2v):
-    assert _rate([got[1] == d for _, d, got in t2v]) >= PASS_RATE, t2v
+def test_t2v_draws_the_prompted_colour_moving_the_prompted_way(t2v):
+    assert _rate([got == (c, d) for c, d, got in t2v]) >= PASS_RATE, t2v
 
 
-def test_t2v_draws_the_prompted_colour_where_the_vae_can(t2v):
-    cases = [(c, got) for c, _, got in t2v if c in DRAWABLE]
-    assert len(cases) >= 15 and _rate([got[0] == c for c, got in cases]) >= PASS_RATE, cases
-
-
-@pytest.mark.xfail(strict=True, reason=LIMIT)
-def test_t2v_full_acceptance(t2v):
-    assert _rate([got == (c, d) for c, d, got in t2v]) >= PASS_RATE
-
-
-def test_i2v_keeps_the_given_frame_and_moves_it_the_prompted_way(i2v):
+def test_i2v_keeps_the_given_frame_and_its_colour_and_moves_it_the_prompted_way(i2v):
     assert _rate([got[2] for _, _, got in i2v]) >= PASS_RATE, i2v
-    assert _rate([got[1] == d for _, d, got in i2v]) >= PASS_RATE, i2v
+    assert _rate([got[:2] == (c, d) for c, d, got in i2v]) >= PASS_RATE, i2v
 
 
-def test_i2v_keeps_the_colour_where_the_vae_can(i2v):
-    cases = [(c, got) for c, _, got in i2v if c in DRAWABLE]
-    assert _rate([got[0] == c for c, got in cases]) >= PASS_RATE, cases
+def test_extend_keeps_the_colour_and_continues_the_motion(extend):
+    assert _rate([got == (c, d) for c, d, got in extend]) >= PASS_RATE, extend
 
 
-@pytest.mark.xfail(strict=True, reason=LIMIT)
-def test_i2v_full_acceptance(i2v):
-    assert _rate([got[:2] == (c, d) for c, d, got in i2v]) >= PASS_RATE
-
-
-def test_extend_continues_the_prompted_motion(extend):
-    assert _rate([got[1] == d for _, d, got in extend]) >= PASS_RATE, extend
-
-
-def test_extend_keeps_the_colour_where_the_vae_can(extend):
-    cases = [(c, got) for c, _, got in extend if c in DRAWABLE]
-    assert _rate([got[0] == c for c, got in cases]) >= PASS_RATE, cases
-
-
-@pytest.mark.xfail(strict=True, reason=LIMIT)
-def test_extend_full_acceptance(extend):
-    assert _rate([got == (c, d) for c, d, got in extend]) >= PASS_RATE
+def test_every_colour_is_drawn(t2v):
+    """No colour is lost in aggregate (the earlier VAE drew red and green as yellow)."""
+    for colour in {c for c, _, _ in t2v}:
+        cases = [got[0] for c, _, got in t2v if c == colour]
+        assert cases.count(colour) >= len(cases) // 2 + 1, (colour, cases)

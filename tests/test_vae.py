@@ -23,7 +23,7 @@ def tiny_state() -> dict:
 
 @pytest.fixture(scope="module")
 def vae(tiny_state) -> VideoVAE:
-    model = VideoVAE(vae_config("tiny"))
+    model = VideoVAE(vae_config("golden"))
     model.load_official_state_dict(tiny_state)
     return model.eval()
 
@@ -59,7 +59,7 @@ def test_released_config_matches_official_keys_on_meta_device():
 
 
 def test_tiny_config_matches_golden_file(tiny_state):
-    model = VideoVAE(vae_config("tiny"))
+    model = VideoVAE(vae_config("golden"))
     state = model.state_dict()
     assert state.keys() == tiny_state.keys()
     assert all(state[k].shape == tiny_state[k].shape for k in state)
@@ -77,7 +77,7 @@ def test_unknown_config_name():
 def test_load_without_mask_buffers(tiny_state, dec):
     state = {k: v for k, v in tiny_state.items() if not k.endswith(".mask")}
     assert len(state) == len(tiny_state) - 4
-    model = VideoVAE(vae_config("tiny"))
+    model = VideoVAE(vae_config("golden"))
     model.load_official_state_dict(state)
     assert torch.equal(model.quantize.lfq_detail.mask, tiny_state["quantizer.lfq_detail.mask"])
     out = model.decode(dec["z_t1"])
@@ -85,7 +85,7 @@ def test_load_without_mask_buffers(tiny_state, dec):
 
 
 def test_load_refuses_missing_extra_or_misshaped_weights(tiny_state):
-    model = VideoVAE(vae_config("tiny"))
+    model = VideoVAE(vae_config("golden"))
     missing = {k: v for k, v in tiny_state.items() if k != "proj_up.bias"}
     with pytest.raises(VAEWeightsError, match=r"1 missing .*proj_up\.bias"):
         model.load_official_state_dict(missing)
@@ -100,7 +100,7 @@ def test_load_refuses_missing_extra_or_misshaped_weights(tiny_state):
 
 def test_meta_model_loads_with_assign(tiny_state, dec):
     with torch.device("meta"):
-        model = VideoVAE(vae_config("tiny"))
+        model = VideoVAE(vae_config("golden"))
     model.load_official_state_dict(tiny_state, assign=True)
     torch.testing.assert_close(model.decode(dec["z_t4"]), dec["pixels_t4"], atol=ATOL, rtol=0)
 
