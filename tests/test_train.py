@@ -11,7 +11,7 @@ from engine.presets import SamplingConfig
 from engine.sampling import TextCondition, sample_latent
 from engine.schedule import build_schedule
 from engine.train import (TrainConfig, init_transformer, random_reps, step_index, teacher_forced_logits,
-                          train_transformer, vae_loss)
+                          train_transformer, train_vae, vae_loss)
 from engine.transformer import InfinityTransformer
 from engine.vae import VideoVAE, vae_config
 from golden_utils import one_thread  # noqa: F401
@@ -90,6 +90,17 @@ def test_vae_steps_reduce_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_vae_training_warms_up_as_a_plain_autoencoder_then_quantizes():
+    torch.manual_seed(0)
+    cfg = replace(TrainConfig(), vae_steps=4, ae_steps=2, vae_batch=1, vae_image_batch=2)
+    logged = []
+    vae = train_vae(TINY, cfg, log=lambda phase, step, m: logged.append((step, sorted(m))))
+    assert [step for step, _ in logged] == [0, 1, 2, 3]
+    assert logged[0][1] == ["ae_rec", "loss"]  # single frames, no quantizer
+    assert {"rec", "commit", "image_rec"} <= set(logged[3][1])  # clips and frames, quantized
+    assert not vae.training and not any(p.requires_grad for p in vae.parameters())
 
 
 def test_transformer_steps_reduce_the_loss():
