@@ -1,6 +1,7 @@
 """Click entry point. Commands stay thin: they validate, build a request and render events."""
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from infinistar_cli.config import CONFIG_ENV, configurable, convert_value, load_
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool the reader cut off
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class InfinistarGroup(click.Group):
             raise click.ClickException(str(error)) from None
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `infinistar ... | head`: the reader has gone; stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except OSError as error:  # disk full, permissions, ...: the environment, not a bug
             where = f": {error.filename}" if error.filename else ""
             raise click.ClickException(f"{error.strerror or error}{where}") from None

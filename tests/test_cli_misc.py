@@ -108,3 +108,16 @@ def test_module_entry_point_help_and_error(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("Error: 10 s videos are not available at 720p") and bad.stderr.count("\n") == 1
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    """`infinistar info x.png | head -1`: output into a closed pipe ends quietly with 141 (128 + SIGPIPE)."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.png")
+    proc = subprocess.Popen([sys.executable, "-m", "infinistar_cli", "info", str(tmp_path / "p.png")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # before the interpreter has even started: every write hits EPIPE
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait() == 141 and err == b""
