@@ -340,7 +340,11 @@ class StageClock:
         return t
 
     def __call__(self, event: Event) -> None:
-        if event.stage == "encode_text" and event.done == 0:
+        if event.stage == "encode_reference" and event.done == 0:  # i2v / extend: the VAE encode
+            self.begin("encode_reference")
+        elif event.stage == "encode_reference":
+            self.end()
+        elif event.stage == "encode_text" and event.done == 0:
             self.begin("encode_text")
         elif event.stage == "encode_text":
             self.end()

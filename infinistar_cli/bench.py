@@ -14,7 +14,6 @@ from infinistar_cli.config import option
 from infinistar_cli.generate import RESOLUTIONS, resolve_model
 from infinistar_cli.progress import Reporter
 
-STAGES = ("encode_text", "sample", "decode", "write")
 
 
 @click.command("bench")
@@ -151,7 +150,7 @@ def render(report: dict) -> None:
     ], numeric=False))
     cold, warm = report["cold"], report["warm"]
     rows = [("load model", f"{report['load']['seconds']:.2f}", "", _bytes(report["load"]["peak_memory_bytes"]))]
-    for stage in STAGES:
+    for stage in cold:  # in pipeline order; i2v adds encode_reference
         rows.append((stage, f"{cold[stage]['seconds']:.3f}", f"{warm[stage]['seconds']:.3f}",
                      _bytes(warm[stage]["peak_memory_bytes"])))
     runs = len([r for r in report["runs"] if r["kind"] == "measured"])

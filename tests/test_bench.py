@@ -107,12 +107,13 @@ def test_bench_usage_errors(clean_env):
 def test_stage_clock_cuts_events_into_stages_and_steps():
     device = torch.device("cpu")
     clock = bench.StageClock(device, bench.MemoryProbe(device))
-    events = [Event("encode_text", 0, 1), Event("encode_text", 1, 1),
+    events = [Event("encode_reference", 0, 1), Event("encode_reference", 1, 1),
+              Event("encode_text", 0, 1), Event("encode_text", 1, 1),
               Event("sample", 1, 3, 0, 0, 0), Event("sample", 2, 3, 0, 0, 1), Event("sample", 3, 3, 1, 1, 0),
               Event("decode", 0, 5), Event("decode", 2, 5), Event("decode", 5, 5)]
     for event in events:
         clock(event)
-    assert list(clock.stages) == ["encode_text", "sample", "decode"]
+    assert list(clock.stages) == ["encode_reference", "encode_text", "sample", "decode"]
     assert [(s["clip"], s["scale"], s["repetition"]) for s in clock.steps] == [(0, 0, 0), (0, 0, 1), (1, 1, 0)]
     assert sum(s["seconds"] for s in clock.steps) <= clock.stages["sample"]["seconds"]
     assert all(s["peak_memory_bytes"] > 0 for s in clock.stages.values())
@@ -124,7 +125,8 @@ def _check_report(report: dict, mode: str) -> None:
     assert env["attention"]["backend"] == "torch sdpa" and isinstance(env["attention"]["kernel"], str)
     assert isinstance(report["load"]["seconds"], float) and report["load"]["peak_memory_bytes"] > 0
     for part in ("cold", "warm"):
-        assert set(report[part]) == {"encode_text", "sample", "decode", "write"}
+        wanted = ["encode_text", "sample", "decode", "write"]
+        assert list(report[part]) == (["encode_reference"] + wanted if mode == "i2v" else wanted)
         for stage in report[part].values():
             assert stage["seconds"] >= 0 and isinstance(stage["peak_memory_bytes"], int)
     s, a = report["sampling"], report["analytic"]
@@ -155,6 +157,17 @@ def test_bench_random_weights_tiny_video(clean_env):
     assert report["load"]["random_weights"] is True and report["warm_includes_cold_run"] is False
     assert [r["kind"] for r in report["runs"]] == ["warmup", "measured"]
     assert len(report["sampling"]["per_clip"]) == 2
+
+
+def test_bench_i2v_times_the_reference_encoding(clean_env):
+    result = invoke("--device", "cpu", "bench", "--model", "tiny", "--mode", "i2v", "--warmup", "0",
+                    "--threads", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    _check_report(report, "i2v")
+    assert report["warm"]["encode_reference"]["seconds"] > 0
+    table = invoke("--device", "cpu", "bench", "--model", "tiny", "--mode", "i2v", "--warmup", "0", "--threads", "1")
+    assert table.exit_code == 0 and "encode_reference" in table.stdout
 
 
 def test_random_components_are_finite_and_shaped_like_the_preset():
