@@ -73,8 +73,9 @@ _CONFIGS = {
     "released": VAEConfig(),
     # The golden fixtures' VAE (tests/fixtures/golden/config.json): narrow, otherwise released.
     "golden": VAEConfig(name="golden", block_out_channels=(4, 8, 8, 8, 8)),
-    # The tiny preset's trained VAE (engine/assets/tiny): wider than the golden one, which
-    # could not learn to tell red from green (see README, "The tiny model").
+    # The tiny preset's trained VAE (engine/assets/tiny), wider than the golden one. The earlier
+    # 4-8-8-8-8 tiny VAE, trained at lr 2e-3, drew red and green as yellow; the shipped one uses
+    # engine.train's recipe (README, "The tiny model"); the narrow width was not retried with it.
     "tiny": VAEConfig(name="tiny", block_out_channels=(8, 16, 16, 16, 16)),
 }
 
