@@ -69,6 +69,10 @@ class TrainConfig:
     long_share: float = 0.25  # share of transformer steps on the preset's longest videos (extend)
     warmup: int = 100
 
+    def __post_init__(self) -> None:
+        if self.vae_steps > self.ae_steps and not (self.vae_batch or self.vae_image_batch):
+            raise ValueError("the quantized VAE steps need clips or frames: vae_batch or vae_image_batch > 0")
+
 
 def _lr_at(step: int, total: int, warmup: int) -> float:
     """Linear warm-up then cosine decay to 10 %."""
@@ -403,7 +407,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(**{k: getattr(args, k) for k in vars(defaults)})
+    try:
+        cfg = TrainConfig(**{k: getattr(args, k) for k in vars(defaults)})
+    except ValueError as error:
+        parser.error(str(error))
     preset = presets.get(args.preset)
     start = time.perf_counter()
 

@@ -1,5 +1,7 @@
 """Training code: teacher forcing equals the KV-cached sampler, and a few steps reduce the losses."""
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -101,6 +103,15 @@ def test_vae_training_warms_up_as_a_plain_autoencoder_then_quantizes():
     assert logged[0][1] == ["ae_rec", "loss"]  # single frames, no quantizer
     assert {"rec", "commit", "image_rec"} <= set(logged[3][1])  # clips and frames, quantized
     assert not vae.training and not any(p.requires_grad for p in vae.parameters())
+
+
+def test_a_vae_phase_without_data_is_refused():
+    with pytest.raises(ValueError, match="vae_batch or vae_image_batch"):
+        TrainConfig(vae_batch=0, vae_image_batch=0)
+    result = subprocess.run([sys.executable, "-m", "engine.train", "--out", "unused", "--vae-batch", "0",
+                             "--vae-image-batch", "0"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("vae_batch or vae_image_batch > 0")
 
 
 def test_transformer_steps_reduce_the_loss():
