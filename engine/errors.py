@@ -13,6 +13,10 @@ class ScheduleError(InfinistarError):
     """A frame count / schedule configuration that cannot be served."""
 
 
+class RequestError(InfinistarError, ValueError):
+    """A generation request holds a value outside what the model can sample with."""
+
+
 class OutputExistsError(InfinistarError):
     """The output file exists and overwriting was not asked for."""
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import UnknownPresetError
+from engine.errors import RequestError, UnknownPresetError
+from engine.request import sampling_value_problem
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,10 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.guidance not in ("apg", "cfg"):
             raise ValueError(f"guidance must be 'apg' or 'cfg', not {self.guidance!r}")
+        for name, value in (("cfg", self.cfg_scale), ("tau_image", self.tau_image), ("tau_video", self.tau_video)):
+            problem = sampling_value_problem(name, value)
+            if problem:
+                raise RequestError(f"sampling {name}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,28 @@
 """What the CLI hands the engine and what it gets back: plain data, no tensors in requests."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
+from engine.errors import RequestError
+
 Mode = Literal["t2i", "t2v", "i2v", "extend"]
+
+# Sensible bounds of the sampling numbers (the released presets use cfg 3-34, tau 0.4-1): outside
+# them the result is noise or the sampler overflows (cfg 1e30 or tau 1e-30 give inf/nan logits).
+SAMPLING_RANGES = {"cfg": (0.0, 1000.0), "tau_image": (0.001, 10.0), "tau_video": (0.001, 10.0)}
+
+
+def sampling_value_problem(name: str, value: object) -> Optional[str]:
+    """Why `value` cannot be the sampling number `name` (a key of SAMPLING_RANGES); None if it can."""
+    low, high = SAMPLING_RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} is not a number"
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"{value!r} is not a number from {low:g} to {high:g}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,13 @@ class GenerationRequest:
     from_start: bool = False
     # extend: the result holds only the new frames (else the input followed by the continuation).
     only_new: bool = False
+
+    def __post_init__(self) -> None:
+        for name in SAMPLING_RANGES:
+            value = getattr(self, name)
+            problem = None if value is None else sampling_value_problem(name, value)
+            if problem:
+                raise RequestError(f"{name}: {problem}")
 
 
 @dataclass(frozen=True)

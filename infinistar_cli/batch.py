@@ -1,6 +1,7 @@
 """Prompt files, seeds and output names: turning the command line into a list of outputs."""
 from __future__ import annotations
 
+import io
 import json
 import random
 import re
@@ -12,11 +13,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from engine.errors import InfinistarError
+from engine.request import sampling_value_problem
 
 SEED_MAX = 2**32 - 1
 SLUG_LENGTH = 40
 DEFAULT_STEM = "infinistar_{slug}_{seed}"
 PLACEHOLDERS = ("seed", "index", "slug")
+# Prompt and story files: T5 reads 512 tokens, so a longer line is not a prompt; the file bound
+# still allows hundreds of thousands of prompts.
+MAX_LINE_BYTES = 64 * 1024
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # Per-line keys of a .jsonl prompt file -> accepted JSON types; the mode decides which apply.
 JSONL_KEYS: dict[str, tuple] = {
@@ -64,24 +70,48 @@ def random_seed() -> int:
     return random.SystemRandom().randint(0, SEED_MAX)
 
 
+def _lines(handle: Any, name: str, what: str) -> list[tuple[int, str]]:
+    """(number, text) of every line of a binary handle, refusing endless lines and huge files
+    (`/dev/zero`, a video given by mistake) after reading at most MAX_LINE_BYTES past the limit."""
+    lines, total = [], 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return lines
+        number = len(lines) + 1
+        total += len(raw)
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise BatchError(f"{what} {name} line {number} is longer than {MAX_LINE_BYTES // 1024} KiB; "
+                             "is it a text file?")
+        if total > MAX_FILE_BYTES:
+            raise BatchError(f"{what} {name} is larger than {MAX_FILE_BYTES >> 20} MiB")
+        try:
+            lines.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise BatchError(f"{what} {name} line {number} is not UTF-8 text") from None
+
+
 def read_prompt_lines(path: str, what: str) -> list[tuple[int, str]]:
     """(line number, text) of the non-blank lines not starting with `#`; `-` reads stdin.
-    A missing, unreadable or empty file is a BatchError naming `what` ("prompt file", ...)."""
+    A missing, unreadable, empty or oversized file is a BatchError naming `what` ("prompt file", ...)."""
+    name = "stdin" if path == "-" else path
     if path == "-":
-        text = sys.stdin.read()
+        stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else io.BytesIO(sys.stdin.read().encode())
+        numbered = _lines(stdin, name, what)
     else:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, "rb") as handle:
+                numbered = _lines(handle, name, what)
         except FileNotFoundError:
             raise BatchError(f"{what} {path} not found") from None
-        except UnicodeDecodeError:
-            raise BatchError(f"{what} {path} is not UTF-8 text") from None
         except OSError as error:
             raise BatchError(f"cannot read {what} {path}: {error.strerror or error}") from None
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    if numbered and numbered[0][1].startswith("\ufeff"):  # a byte-order mark some editors write
+        numbered[0] = (1, numbered[0][1][1:])
+    lines = [(n, line.strip()) for n, line in numbered]
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if not lines:
-        raise BatchError(f"{what} {'stdin' if path == '-' else path} has no prompts")
+        raise BatchError(f"{what} {name} has no prompts")
     return lines
 
 
@@ -122,9 +152,10 @@ def _jsonl_job(line: str, where: str, mode: str) -> Job:
     overrides = {k: v for k, v in record.items() if k not in ("prompt", "seed", "output")}
     for key in ("cfg", "tau_image", "tau_video"):
         if key in overrides:
+            problem = sampling_value_problem(key, overrides[key])
+            if problem:
+                raise BatchError(f"{where}: {key}: {problem}")
             overrides[key] = float(overrides[key])
-            if overrides[key] < 0 or (key != "cfg" and overrides[key] == 0):
-                raise BatchError(f"{where}: '{key}' must be {'>= 0' if key == 'cfg' else '> 0'}")
     if overrides.get("seconds", 1) < 1:
         raise BatchError(f"{where}: 'seconds' must be >= 1")
     return Job(prompt=check_prompt(record["prompt"], where), where=where, seeds=seeds,

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
+from click.core import ParameterSource
 
 from engine.errors import InfinistarError
+from engine.request import sampling_value_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,10 +40,39 @@ def envvar(flag: str) -> str:
     return ENV_PREFIX + flag.split("/")[0].lstrip("-").replace("-", "_").upper()
 
 
+class EnvOption(click.Option):
+    """An option whose bad value, when it came from its environment variable, is reported under
+    the variable's name (`INFINISTAR_CFG: ...`), not as if it had been typed as `--cfg`."""
+
+    def handle_parse_result(self, ctx: click.Context, opts: Any, args: list) -> Any:
+        try:
+            return super().handle_parse_result(ctx, opts, args)
+        except click.BadParameter as error:
+            if ctx.get_parameter_source(self.name) != ParameterSource.ENVIRONMENT:
+                raise
+            name = self.envvar if isinstance(self.envvar, str) else " or ".join(self.envvar or ())
+            raise click.UsageError(f"{name}: {error.message}", ctx) from None
+
+
+class SamplingNumber(click.types.FloatParamType):
+    """A float checked against engine.request.SAMPLING_RANGES[key]: finite and in a sensible range."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        number = super().convert(value, param, ctx)
+        problem = sampling_value_problem(self.key, number)
+        if problem:
+            self.fail(problem, param, ctx)
+        return number
+
+
 def option(*decls: str, **attrs: Any):
     """click.option whose value may also come from `INFINISTAR_<NAME>`."""
     flag = next(d for d in decls if d.startswith("--"))
     attrs.setdefault("envvar", envvar(flag))
+    attrs.setdefault("cls", EnvOption)
     return click.option(*decls, **attrs)
 
 

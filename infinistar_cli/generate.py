@@ -23,7 +23,7 @@ from engine.request import Event, GenerationRequest
 from infinistar_cli.batch import (
     SEED_MAX, BatchError, Job, check_prompt, check_template, output_path, random_seed, read_prompt_file,
 )
-from infinistar_cli.config import option
+from infinistar_cli.config import SamplingNumber, option
 from infinistar_cli.progress import Reporter
 from infinistar_cli.story import read_story, write_story
 
@@ -84,11 +84,11 @@ def generation_options(video: bool, mode: Optional[str] = None):
         video and option("--fps", type=click.IntRange(1, 240), help="Frame rate of the file [default: the preset's]."),
         video and option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
                          help="H.264 quality: lower is better and bigger."),
-        option("--cfg", type=click.FloatRange(min=0), help="Guidance scale [default: the preset's]."),
-        option("--tau-image", type=click.FloatRange(min=0, min_open=True),
-               help="Sampling temperature of the image scales [default: the preset's]."),
-        video and option("--tau-video", type=click.FloatRange(min=0, min_open=True),
-                         help="Sampling temperature of the video scales [default: the preset's]."),
+        option("--cfg", type=SamplingNumber("cfg"), help="Guidance scale, 0 to 1000 [default: the preset's]."),
+        option("--tau-image", type=SamplingNumber("tau_image"),
+               help="Sampling temperature of the image scales, 0.001 to 10 [default: the preset's]."),
+        video and option("--tau-video", type=SamplingNumber("tau_video"),
+                         help="Sampling temperature of the video scales, 0.001 to 10 [default: the preset's]."),
         option("--negative-prompt", default="", help="What to steer away from [default: none]."),
         option("--prompt-decoration/--no-prompt-decoration", default=True, show_default=True,
                help="Add the duration tag and style suffix the official scripts add."),

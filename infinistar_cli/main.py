@@ -100,7 +100,12 @@ def cli(ctx: click.Context, device: str, quiet: bool, verbose: bool, config_file
     Settings come from flags, then INFINISTAR_<OPTION> environment variables, then the config
     file, then built-in defaults.
     """
-    default_map, _ = load_default_map(config_file, ctx.command)
+    try:
+        default_map, _ = load_default_map(config_file, ctx.command)
+    except InfinistarError as error:
+        if ctx.get_parameter_source("config_file") != ParameterSource.ENVIRONMENT:
+            raise
+        raise click.ClickException(f"{CONFIG_ENV}: {error}") from None
     # The group's own options were parsed before the file was known: fill those left at default.
     values = {"device": device, "quiet": quiet, "verbose": verbose}
     options = configurable(ctx.command)

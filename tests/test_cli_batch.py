@@ -82,7 +82,7 @@ def test_malformed_lines_name_the_line(fake):
         '{"prompt": "  "}\n': "line 1: the prompt is empty",
         '{"prompt": "x", "seed": -4}\n': "line 1: seed must be an integer",
         '{"prompt": "x", "seed": "4"}\n': "line 1: 'seed' has the wrong type",
-        '{"prompt": "x", "tau_video": 0}\n': "line 1: 'tau_video' must be > 0",
+        '{"prompt": "x", "tau_video": 0}\n': "line 1: tau_video: 0 is not a number from 0.001 to 10",
         '{"prompt": "x", "seconds": 0}\n': "line 1: 'seconds' must be >= 1",
     }
     for text, message in cases.items():
