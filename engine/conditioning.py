@@ -296,9 +296,10 @@ def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Te
 
 
 def check_input(mode: str, path: str | Path) -> None:
-    """Cheap early check of an i2v/extend input (header only), before a model is loaded."""
+    """Early check of an i2v/extend input, before a model is loaded: an image is decoded (at
+    1/8 scale where the format allows), so a truncated one fails now, not after the load."""
     if mode == "i2v":
-        open_image(path).close()
+        load_image(open_image(path), 16)
     elif mode == "extend":
         if video_io.media_info(path)["kind"] != "video":
             raise MediaError(f"{Path(path).name} is an image; extend needs a video (use i2v for images).")

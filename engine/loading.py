@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file
 
 from engine import hub, offload, presets, quant, weights
 from engine.errors import InfinistarError
@@ -115,7 +114,7 @@ def load_transformer(preset: Preset, folder: Path, device: torch.device, weights
 def load_vae(preset: Preset, folder: Path, device: torch.device) -> VideoVAE:
     converted, pth = folder / VAE_SAFETENSORS, folder / hub.VAE_FILE
     if converted.is_file():
-        state = load_file(str(converted))
+        state = weights.load_safetensors_file(converted)
     elif pth.is_file():
         state = weights.load_torch_checkpoint(pth, key="vae")
     else:

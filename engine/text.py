@@ -6,6 +6,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from engine.weights import read_safetensors_header, reading_safetensors
+
 # The released 720p/480p scripts append this to every prompt; the interactive script does not.
 RELEASED_STYLE_SUFFIX = ", Close-up on big objects, emphasize scale and detail"
 STYLE_SUFFIXES = {"720p": RELEASED_STYLE_SUFFIX, "480p": RELEASED_STYLE_SUFFIX, "interact": ""}
@@ -82,6 +84,8 @@ class TextEncoder:
         device = torch.device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        for shard in sorted(Path(path).glob("*.safetensors")):  # a cut file: one line naming it
+            read_safetensors_header(shard)
         tokenizer = AutoTokenizer.from_pretrained(str(path), legacy=True)
         model = T5EncoderModel.from_pretrained(str(path), **_dtype_kwarg(dtype)).to(device)
         return cls(tokenizer, model, FLAN_T5_MAX_LENGTH)
@@ -112,7 +116,8 @@ class TextEncoder:
         if weights is not None:
             from safetensors.torch import load_model
 
-            load_model(model, str(weights), strict=True)
+            with reading_safetensors(weights):
+                load_model(model, str(weights), strict=True)
         return cls(tokenizer, model.to(device), TINY_MAX_LENGTH)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,8 @@ from engine.errors import MediaError, OutputExistsError, OutputPathError
 
 VIDEO_SUFFIX = ".mp4"
 IMAGE_SUFFIX = ".png"
+# Names that say "still image" whatever the bytes are.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 PNG_METADATA_KEY = "infinistar"
 MP4_METADATA_TAG = "comment"
 
@@ -54,8 +56,14 @@ def prepare_output_dir(directory: str | Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputPathError(f"cannot create output directory {directory}: {error.strerror or error}") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputPathError(f"output directory {directory} is not writable")
+    # Try it: permission bits say nothing to root, and /proc, /sys or a read-only mount refuse
+    # new files whatever the bits say.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".infinistar-probe.", dir=directory)
+    except OSError as error:
+        raise OutputPathError(f"output directory {directory} is not writable: {error.strerror or error}") from None
+    os.close(fd)
+    os.unlink(probe)
     return directory
 
 
@@ -295,12 +303,15 @@ def _require_file(path: str | Path) -> Path:
 
 
 def _is_image(path: Path) -> bool:
+    """A still image by its signature, or by its name: a `.png` that is not an image is refused by
+    the image reader rather than probed as a video (FFmpeg opens a text file named .png)."""
     with open(path, "rb") as handle:
         head = handle.read(16)
     # Known still-image signatures: PNG, JPEG, GIF, BMP, WebP (RIFF....WEBP), TIFF.
     return (
         head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*"))
         or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+        or path.suffix.lower() in IMAGE_SUFFIXES
     )
 
 
@@ -314,6 +325,10 @@ def _open_video(path: Path):
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path} has no video stream")
+    context = container.streams.video[0].codec_context
+    if not (context.width and context.height):  # what FFmpeg makes of a text file or a broken header
+        container.close()
+        raise MediaError(f"{path} is not a readable video (no frame size)")
     return container
 
 

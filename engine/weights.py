@@ -14,14 +14,16 @@ import os
 import pickle
 import types
 import typing
+import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.errors import WeightsError
@@ -70,16 +72,35 @@ def read_safetensors_header(path: str | Path) -> dict[str, tuple[str, tuple[int,
             raise SafetensorsFormatError(f"{path.name} is truncated or not a safetensors file ({size} bytes).")
         try:
             header = json.loads(f.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            entries = {k: v for k, v in header.items() if k != "__metadata__"}
+            data_end = max((int(v["data_offsets"][1]) for v in entries.values()), default=0)
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, IndexError,
+                ValueError) as error:
             raise SafetensorsFormatError(f"{path.name} has a corrupt safetensors header ({error}).") from None
-    entries = {k: v for k, v in header.items() if k != "__metadata__"}
-    data_end = max((v["data_offsets"][1] for v in entries.values()), default=0)
     if 8 + length + data_end > size:
         raise SafetensorsFormatError(
             f"{path.name} is truncated: its header describes {8 + length + data_end} bytes, the file has {size}; "
             "delete it and download again."
         )
     return {k: (v["dtype"], tuple(v["shape"])) for k, v in entries.items()}
+
+
+@contextmanager
+def reading_safetensors(path: str | Path) -> Iterator[Path]:
+    """Check `path`'s header against its size, then turn a SafetensorError raised while the block
+    reads it into a one-line SafetensorsFormatError naming the file."""
+    path = Path(path)
+    read_safetensors_header(path)
+    try:
+        yield path
+    except SafetensorError as error:
+        raise SafetensorsFormatError(f"{path.name} could not be read: {error}") from None
+
+
+def load_safetensors_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file; a cut or corrupt file is a SafetensorsFormatError."""
+    with reading_safetensors(path):
+        return load_file(str(path))
 
 
 def _shard_map(folder: Path) -> dict[str, list[str]]:
@@ -229,12 +250,16 @@ def load_torch_checkpoint(path: str | Path, key: Optional[str] = "vae") -> dict[
     if not path.is_file():
         raise WeightsError(f"{path} does not exist.")
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as error:
-            if "mmap" not in str(error):  # legacy (non-zip) files cannot be mapped; others are broken
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        # torch warns about the pickle protocol of files it then refuses (or reads): the outcome is
+        # reported in one line below, so its warnings would only be noise on stderr.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as error:
+                if "mmap" not in str(error):  # legacy (non-zip) files cannot be mapped; others are broken
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpointError(
             f"Refusing to load {path.name}: it contains pickled objects that are not plain tensors "
