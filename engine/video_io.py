@@ -56,8 +56,10 @@ def prepare_output_dir(directory: str | Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputPathError(f"cannot create output directory {directory}: {error.strerror or error}") from None
-    # Try it: permission bits say nothing to root, and /proc, /sys or a read-only mount refuse
-    # new files whatever the bits say.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputPathError(f"output directory {directory} is not writable")
+    # Then try it: permission bits say nothing to root, and /proc, /sys or a read-only mount
+    # refuse new files whatever the bits say.
     try:
         fd, probe = tempfile.mkstemp(prefix=".infinistar-probe.", dir=directory)
     except OSError as error:
