@@ -17,9 +17,10 @@ import click
 from click.core import ParameterSource
 
 import engine
-from engine import __version__, presets, video_io
+from engine import __version__, presets, validation, video_io
 from engine.errors import OutputExistsError
 from engine.request import Event, GenerationRequest
+from engine.validation import RESOLUTIONS
 from infinistar_cli.batch import (
     SEED_MAX, BatchError, Job, check_prompt, check_template, output_path, random_seed, read_prompt_file,
 )
@@ -27,8 +28,6 @@ from infinistar_cli.config import SamplingNumber, option
 from infinistar_cli.progress import Reporter
 from infinistar_cli.story import read_story, write_story
 
-# The released text-to-video presets `--res` chooses from, in order of preference.
-RESOLUTIONS = ("720p", "480p")
 # Modes conditioned on an input file: its argument name and the request field it fills.
 INPUTS = {"i2v": "image", "extend": "video"}
 # engine.offload.OFFLOAD_MODES and engine.quant.WEIGHT_MODES, repeated so `--help` needs no torch.
@@ -146,14 +145,6 @@ def t2i(ctx: click.Context, **options: Any) -> None:
     generate(ctx, "t2i", options)
 
 
-def preset_seconds(model: str) -> Optional[tuple[int, ...]]:
-    """Whole-second video lengths a registered preset offers; None for model directories."""
-    if model not in presets.names():
-        return None
-    preset = presets.get(model)
-    return tuple((f - 1) // preset.fps for f in preset.frames if f > 1 and (f - 1) % preset.fps == 0)
-
-
 def _is_path(model: str) -> bool:
     return "/" in model or "\\" in model or model.startswith((".", "~")) or Path(model).exists()
 
@@ -169,10 +160,7 @@ def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
         if SOURCE_RANK.get(res_source, 0) > SOURCE_RANK.get(model_source, 0):
             model = None
     if not model:
-        # Without --res, the length decides: 10 s exists only at 480p.
-        offering = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
-        default = "480p" if mode == "extend" else RESOLUTIONS[0]
-        model = res or (offering[0] if mode != "t2i" and seconds and offering else default)
+        model = validation.default_model(mode, seconds, res)  # without --res, the length decides
     elif not _is_path(model):
         presets.get(model)  # an unknown name fails here, before anything loads
     check_seconds(model, seconds, "")
@@ -184,19 +172,11 @@ def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
 
 
 def check_seconds(model: str, seconds: Optional[int], where: str) -> None:
-    """Refuse lengths a named preset does not offer before anything is loaded."""
-    allowed = preset_seconds(str(model))
-    if seconds is None or allowed is None or seconds in allowed:
-        return
-    offers = " or ".join(str(s) for s in allowed)
-    other = [name for name in RESOLUTIONS if seconds in (preset_seconds(name) or ())]
-    hint = ""
-    if other and model in RESOLUTIONS:
-        hint = f"; use --res {other[0]} (or leave out --res)"
-    elif other:
-        hint = f"; the {other[0]} model makes them (--model {other[0]})"
-    prefix = f"{where}: " if where else ""
-    raise click.UsageError(f"{prefix}{seconds} s videos are not available at {model}, which makes {offers} s videos{hint}")
+    """Refuse lengths a named preset does not offer before anything is loaded (engine.validation)."""
+    try:
+        validation.check_seconds(model, seconds, where)
+    except validation.RequestFieldError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def collect_jobs(mode: str, options: dict) -> list[Job]:
@@ -331,7 +311,7 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
             label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""
             reporter.begin_output(label)
             reporter.message(f"{label} seed {item.request.seed}: {item.request.prompt}".strip())
-            record = _generate_one(pipeline, item, model, options, reporter)
+            record = generate_one(pipeline, item, model, options, reporter)
             if number == 1:
                 record["timings"]["load"] = round(load_seconds, 3)
             reporter.message(f"{label} wrote {item.path} (seed {item.request.seed}, "
@@ -341,7 +321,9 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
             reporter.message(f"done: {len(todo)} written, {len(plan) - len(todo)} skipped")
 
 
-def _generate_one(pipeline: Any, item: Planned, model: str, options: dict, reporter: Reporter) -> dict:
+def generate_one(pipeline: Any, item: Planned, model: str, options: dict, reporter: Any) -> dict:
+    """Generate and write one planned output (story segments and extend steps included); the server
+    runs its jobs through here too. `reporter` needs on_event, message, begin_output and prefix."""
     start = time.perf_counter()
     prompts = list(options.get("segments", ()))
     if item.request.mode == "extend":  # more seconds than one step: further steps with the same prompt

@@ -122,8 +122,9 @@ def _register() -> None:
     from infinistar_cli.generate import t2i, t2v
     from infinistar_cli.info import info
     from infinistar_cli.models_cmd import download, models
+    from infinistar_cli.serve_cmd import jobs, serve
 
-    for command in (t2v, t2i, i2v, extend, info, download, models, bench):
+    for command in (t2v, t2i, i2v, extend, info, download, models, bench, serve, jobs):
         cli.add_command(command)
 
 
