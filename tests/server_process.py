@@ -34,6 +34,8 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFINISTAR_")}
+        # One thread: on busy cores PyTorch's threads stall on each other (README, "Busy or small CPUs").
+        env.setdefault("OMP_NUM_THREADS", "1")
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         command = [sys.executable, "-m", "infinistar_cli", "--device", "cpu", "serve", "--model", "tiny",
                    "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
@@ -64,6 +66,18 @@ class ServerProcess:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def wait_for_stage(self, client: httpx.Client, job_id: str, stage: str, timeout: float = 300) -> dict:
+        """Poll a running job until it reports `stage` (sample: provably mid-generation)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = client.get(f"/v1/videos/{job_id}").json()
+            if job["stage"] == stage:
+                return job
+            if job["status"] in ("completed", "failed", "cancelled"):
+                raise AssertionError(f"job {job_id} ended ({job['status']}) before stage {stage}")
+            time.sleep(0.02)
+        raise AssertionError(f"job {job_id} not at stage {stage} after {timeout} s")
 
     def wait_for(self, client: httpx.Client, job_id: str, done=("completed", "failed", "cancelled"),
                  timeout: float = 300) -> dict:

@@ -117,10 +117,13 @@ async function galleryItem(job) {
   return item;
 }
 
+let busy = false;  // whether jobs are queued or running: then the page asks more often
+
 async function refresh() {
   const response = await api("/v1/videos?limit=50");
   if (!response.ok) return;
   const jobs = (await response.json()).data;
+  busy = jobs.some((job) => job.status === "queued" || job.status === "in_progress");
   const active = jobs.filter((job) => job.status === "queued" || job.status === "in_progress").reverse();
   $("queue").replaceChildren(...(active.length ? active.map(jobRow) : [Object.assign(document.createElement("p"),
                                  { className: "muted", textContent: "nothing running" })]));
@@ -139,7 +142,7 @@ async function start() {
       $("model").append(option);
     }
   }
-  refresh();
-  setInterval(refresh, 700);
+  const tick = async () => { try { await refresh(); } finally { setTimeout(tick, busy ? 250 : 1500); } };
+  tick();
 }
 start();
