@@ -52,7 +52,8 @@ def _validation_response(errors: list) -> JSONResponse:
     first = errors[0]
     where = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
     param = where[-1] if where else None
-    return error_response(400, f"{param}: {first.get('msg')}" if param else str(first.get("msg")), param)
+    message = str(first.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for a validator's words
+    return error_response(400, f"{param}: {message}" if param else message, param)
 
 
 def _install_handlers(app: FastAPI) -> None:

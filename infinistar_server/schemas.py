@@ -1,7 +1,8 @@
 """Request bodies (pydantic) and their check against the models, with the CLI's rules and messages.
 
-Types and ranges are the CLI's option types (seed 0..2^32-1, cfg >= 0, temperatures > 0, fps
-1..240, crf 0..51); the model and length checks are engine.validation's, shared with the CLI.
+Types and ranges are the CLI's option types (seed 0..2^32-1, fps 1..240, crf 0..51, sampling
+numbers finite and in engine.request's ranges, prompts as long as a prompt file's line); the model
+and length checks are engine.validation's, shared with the CLI.
 Every error names the field it is about.
 """
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import re
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import presets, validation
 from engine.errors import InfinistarError
-from infinistar_cli.batch import SEED_MAX, random_seed
+from engine.request import sampling_value_problem
+from infinistar_cli.batch import MAX_LINE_BYTES, SEED_MAX, random_seed
 
 SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX:]\s*(\d{1,5})\s*$")
 
@@ -29,13 +31,21 @@ class FieldError(InfinistarError):
 class Common(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field("", description="What to generate (optional with an input_reference).")
+    prompt: str = Field("", max_length=MAX_LINE_BYTES, description="What to generate (optional with an input_reference).")
     model: Optional[str] = Field(None, description="A model of GET /v1/models [default: the server's].")
     seed: Optional[int] = Field(None, ge=0, le=SEED_MAX, description="Random seed [default: random, reported].")
-    cfg: Optional[float] = Field(None, ge=0, description="Guidance scale [default: the preset's].")
-    tau_image: Optional[float] = Field(None, gt=0, description="Temperature of the image scales.")
-    negative_prompt: str = Field("", description="What to steer away from.")
+    cfg: Optional[float] = Field(None, description="Guidance scale, 0 to 1000 [default: the preset's].")
+    tau_image: Optional[float] = Field(None, description="Temperature of the image scales, 0.001 to 10.")
+    negative_prompt: str = Field("", max_length=MAX_LINE_BYTES, description="What to steer away from.")
     prompt_decoration: bool = Field(True, description="Add the official duration tag and style suffix.")
+
+    @field_validator("cfg", "tau_image", "tau_video", check_fields=False)
+    @classmethod
+    def _sampling_number(cls, value: Optional[float], info) -> Optional[float]:
+        problem = None if value is None else sampling_value_problem(info.field_name, value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class VideoParams(Common):
@@ -45,10 +55,10 @@ class VideoParams(Common):
     seconds: Optional[int] = Field(None, ge=1, description="Video length (extend: seconds of new footage).")
     size: Optional[str] = Field(None, description="WxH; with an input_reference, the aspect template W:H.")
     aspect: Optional[str] = Field(None, description="With an input_reference: auto or W:H.")
-    tau_video: Optional[float] = Field(None, gt=0, description="Temperature of the video scales.")
+    tau_video: Optional[float] = Field(None, description="Temperature of the video scales, 0.001 to 10.")
     fps: Optional[int] = Field(None, ge=1, le=240, description="Frame rate of the file [default: the preset's].")
     crf: int = Field(18, ge=0, le=51, description="H.264 quality: lower is better and bigger.")
-    then: list[str] = Field(default_factory=list, description="Further segments, one prompt each.")
+    then: list[str] = Field(default_factory=list, max_length=100, description="Further segments, one prompt each.")
     from_start: bool = Field(False, description="extend: condition on the first window, not the last.")
     only_new: bool = Field(False, description="extend: write only the new footage.")
 

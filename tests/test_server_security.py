@@ -43,6 +43,8 @@ BAD_REQUESTS = [
     ("wrong type", "post", "/v1/videos", {"json": {"prompt": "x", "seconds": "ten"}}, 400, "seconds"),
     ("seed out of range", "post", "/v1/videos", {"json": {"prompt": "x", "seed": -1}}, 400, "seed"),
     ("negative guidance", "post", "/v1/videos", {"json": {"prompt": "x", "cfg": -2}}, 400, "cfg"),
+    ("infinite temperature", "post", "/v1/videos", {"content": b'{"prompt": "x", "tau_video": Infinity}',
+                                                    "headers": {"content-type": "application/json"}}, 400, "tau_video"),
     ("720p for 10 s", "post", "/v1/videos", {"json": {"prompt": "x", "model": "720p", "seconds": 10}}, 400, "seconds"),
     ("tiny for 7 s", "post", "/v1/videos", {"json": {"prompt": "x", "seconds": 7}}, 400, "seconds"),
     ("unknown model", "post", "/v1/videos", {"json": {"prompt": "x", "model": "sora-2"}}, 400, "model"),
