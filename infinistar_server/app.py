@@ -98,6 +98,30 @@ def _install_guard(app: FastAPI, settings: ServerSettings) -> None:
         return await call_next(request)
 
 
+class BodyLimit:
+    """Counts the bytes of every request body as they arrive, so a body without Content-Length
+    (chunked) is cut off at the limit too instead of being spooled to disk whole."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise UploadTooLarge("input_reference", f"the request is larger than the limit of "
+                                                        f"{(self.limit - FORM_OVERHEAD) >> 20} MiB")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def clean_partial_outputs(outputs: Path) -> int:
     """Remove files a killed server was still writing (video_io stages them as .NAME.*.part)."""
     partial = list(outputs.glob(".*.part"))
@@ -135,6 +159,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.settings, app.state.outputs, app.state.uploads = settings, outputs, uploads
     _install_handlers(app)
+    # Inside the guard, so the endpoint's own read raises and the handlers answer 413.
+    app.add_middleware(BodyLimit, limit=settings.max_upload + FORM_OVERHEAD)
     _install_guard(app, settings)
     from infinistar_server.routes import router
 

@@ -100,6 +100,23 @@ def test_restart_requeues_queued_jobs_fails_the_interrupted_one_and_drops_partia
     assert not partial.exists() and [r.seed for r in fake.requests] == [2]
 
 
+def test_a_job_cut_off_by_a_shutdown_is_queued_again_and_runs_after_the_restart(servers, fake, tmp_path):
+    fake.pause_at = 2
+    client = servers.start()
+    job_id = client.post("/v1/videos", json={"prompt": "x", "seed": 4}).json()["id"]
+    assert fake.reached.wait(30)
+    stopping = threading.Thread(target=servers.stop, args=(client,))
+    stopping.start()  # the worker is asked to stop at its next step...
+    wait_until(lambda: client.app.state.worker.stop_reason == "shutdown", "the shutdown request")
+    fake.release.set()  # ...which comes once the paused step ends
+    stopping.join(30)
+    assert data_files(tmp_path) == []
+    fake.pause_at = None
+    again = servers.start()
+    assert finished(again, job_id)["status"] == "completed"
+    assert [r.seed for r in fake.requests] == [4, 4]
+
+
 def test_keep_alive_zero_releases_the_model_after_each_job(servers, fake):
     client = servers.start(keep_alive=0)
     for seed in (1, 2):

@@ -114,3 +114,15 @@ def test_a_token_is_required_when_configured(servers):
     right = client.get("/v1/videos", headers={"Authorization": f"Bearer {TOKEN}"})
     assert right.status_code == 200
     assert client.get("/").status_code == 200 and client.get("/health").status_code == 200
+
+
+def test_a_huge_body_without_content_length_is_cut_off(servers, tmp_path):
+    client = servers.start(max_upload=1 << 20)
+
+    def chunks():  # sent chunked: no Content-Length for the guard to read
+        yield b'{"prompt": "' + b"x" * (1 << 20)
+        yield b"y" * (2 << 20) + b'"}'
+
+    answer = client.post("/v1/videos", content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and answer.json()["error"]["param"] == "input_reference"
+    assert data_files(tmp_path) == [] and client.get("/v1/videos").json()["data"] == []
