@@ -11,6 +11,7 @@ import collections
 import ctypes
 import gc
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -46,11 +47,15 @@ class Device:
 
 
 def _trim_heap() -> None:
-    """Hand freed memory back to the OS (glibc keeps it otherwise), so an idle server is small."""
+    """Hand freed memory back to the OS (glibc keeps it otherwise) and the GPU's cached blocks back
+    to the driver (PyTorch's allocator keeps them otherwise), so an idle server is small."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+    torch = sys.modules.get("torch")  # only if the engine imported it; no tensor is touched here
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 class Worker:
