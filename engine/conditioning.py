@@ -295,11 +295,24 @@ def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Te
     return torch.stack(kept), facts
 
 
+def _is_video(path: str | Path) -> bool:
+    try:
+        return video_io.media_info(path)["kind"] == "video"
+    except InfinistarError:
+        return False
+
+
 def check_input(mode: str, path: str | Path) -> None:
     """Early check of an i2v/extend input, before a model is loaded: an image is decoded (at
     1/8 scale where the format allows), so a truncated one fails now, not after the load."""
     if mode == "i2v":
-        load_image(open_image(path), 16)
+        try:
+            load_image(open_image(path), 16)
+        except MediaError:
+            if _is_video(path):
+                raise MediaError(f"{Path(path).name} is a video; i2v needs an image (use extend to continue a "
+                                 "video).") from None
+            raise
     elif mode == "extend":
         if video_io.media_info(path)["kind"] != "video":
             raise MediaError(f"{Path(path).name} is an image; extend needs a video (use i2v for images).")

@@ -59,6 +59,8 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 ALL = "all"
+# Presets whose weights ship inside the package: they need no download and run offline.
+BUILT_IN: dict[str, Path] = {"tiny": Path(__file__).parent / "assets" / "tiny"}
 
 
 def variant_names(name: str) -> list[str]:

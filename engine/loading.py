@@ -25,8 +25,7 @@ from engine.text import TextEncoder
 from engine.transformer import InfinityTransformer
 from engine.vae import VideoVAE, vae_config
 
-ASSETS = Path(__file__).parent / "assets"
-TINY_DIR = ASSETS / "tiny"
+TINY_DIR = hub.BUILT_IN["tiny"]
 VAE_SAFETENSORS = Path(hub.VAE_FILE).with_suffix(".safetensors").name
 TINY_TEXT_WEIGHTS = Path("text_encoder") / "tiny.safetensors"
 BLOCK_PREFIXES = ("block_chunks.", "blocks.")  # state-dict keys of the transformer blocks
@@ -66,6 +65,15 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InfinistarError("--device mps was asked for, but this PyTorch has no MPS support.")
     return device
+
+
+def device_memory(device: torch.device) -> tuple[Optional[str], Optional[int], Optional[int]]:
+    """(GPU name, free bytes, total bytes) of a CUDA device; (None, None, None) elsewhere."""
+    if device.type != "cuda":
+        return None, None, None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    free, total = torch.cuda.mem_get_info(index)
+    return torch.cuda.get_device_name(index), int(free), int(total)
 
 
 def block_dtype_for(device: torch.device):

@@ -16,9 +16,9 @@ import torch
 
 from engine import __version__, conditioning
 from engine.errors import InfinistarError
-from engine.loading import Components, load_components
+from engine.loading import TINY_DIR, Components, device_memory, load_components
 from engine.presets import Preset, SamplingConfig
-from engine.request import Event, EventCallback, GenerationRequest, Result
+from engine.request import Event, EventCallback, GenerationRequest, ModelInfo, Result
 from engine.sampling import StepEvent, TextCondition, sample_latent
 from engine.schedule import Schedule, build_schedule
 from engine.text import prompt_text
@@ -83,6 +83,15 @@ class Pipeline:
     @property
     def device(self) -> torch.device:
         return self.components.device
+
+    def info(self) -> ModelInfo:
+        """What was loaded, where and how (the GPU's free memory is read now)."""
+        c = self.components
+        name, free, total = device_memory(self.device)
+        dtype = c.weights if c.weights != "bf16" else str(c.transformer.block_dtype).replace("torch.", "")
+        return ModelInfo(name=self.preset.name, source=c.source, built_in=Path(c.source) == TINY_DIR,
+                         device=str(self.device), dtype=dtype, offload=c.offload, weights=c.weights,
+                         device_name=name, free_bytes=free, total_bytes=total, text_max_tokens=c.text.max_length)
 
     def _use(self, component: str) -> None:
         """With --offload, bring `component` ("text", "transformer", "vae") onto the GPU."""
@@ -155,6 +164,8 @@ class Pipeline:
 
         frames = cond.compose(decoded)
         metadata = self.metadata(request, schedule, sampling, sent)
+        metadata["prompt_tokens"] = c.text.count_tokens(sent)  # above text_max_tokens: truncated
+        metadata["text_max_tokens"] = c.text.max_length
         metadata.update(cond.metadata)
         metadata["output_frames"] = len(frames)
         metadata["timings"] = {k: round(v, 4) for k, v in timings.items()}

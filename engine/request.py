@@ -75,6 +75,26 @@ class Event:
 EventCallback = Callable[[Event], None]
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded pipeline resolved to, for the first line a person reads.
+
+    `device_name`, `free_bytes`, `total_bytes`: the GPU's name and memory (CUDA only, else None).
+    """
+
+    name: str  # the preset the weights run as
+    source: str  # the folder the weights came from
+    built_in: bool  # shipped inside the package (no download)
+    device: str  # the device actually used ("cuda:0", "cpu", ...)
+    dtype: str  # storage of the transformer blocks ("bfloat16", "float32", "int8", ...)
+    offload: str = "none"
+    weights: str = "bf16"
+    device_name: Optional[str] = None
+    free_bytes: Optional[int] = None
+    total_bytes: Optional[int] = None
+    text_max_tokens: Optional[int] = None  # the text encoder's token limit
+
+
 @dataclass
 class Result:
     """A finished generation. `frames` is a uint8 tensor [T, H, W, 3] (RGB).

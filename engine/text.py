@@ -129,6 +129,10 @@ class TextEncoder:
         )
         return batch["input_ids"], batch["attention_mask"]
 
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens of `prompt` before truncation, its closing `</s>` included."""
+        return len(self.tokenizer(prompt, truncation=False, verbose=False)["input_ids"])
+
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> list[torch.Tensor]:
         """One float32 tensor [L_i, C] per prompt, L_i = real tokens including `</s>`."""

@@ -24,6 +24,8 @@ from engine.validation import RESOLUTIONS
 from infinistar_cli.batch import (
     SEED_MAX, BatchError, Job, check_prompt, check_template, output_path, random_seed, read_prompt_file,
 )
+from infinistar_cli import summary
+from infinistar_cli.completion import complete_model
 from infinistar_cli.config import SamplingNumber, option
 from infinistar_cli.progress import Reporter
 from infinistar_cli.story import read_story, write_story
@@ -57,7 +59,7 @@ def generation_options(video: bool, mode: Optional[str] = None):
     decorators = [
         mode in INPUTS and click.argument(INPUTS[mode], type=click.Path(dir_okay=False)),
         click.argument("prompt", required=False),
-        option("--model", "-m", metavar="NAME|DIR",
+        option("--model", "-m", metavar="NAME|DIR", shell_complete=complete_model,
                help="Preset name (720p, 480p, tiny, ...) or a model directory. Overrides --res."),
         option("--res", type=click.Choice(RESOLUTIONS),
                help="Released preset to use [default: 480p, the one trained to continue videos]." if extend else
@@ -266,11 +268,11 @@ def output_metadata(request: GenerationRequest, model: str) -> dict:
     }
 
 
-def _emit(options: dict, record: dict) -> None:
+def _emit(options: dict, record: dict, reporter: Reporter) -> None:
     if options["json_output"]:
-        click.echo(json.dumps(record, ensure_ascii=False, default=str))
+        reporter.result(json.dumps(record, ensure_ascii=False, default=str))
     elif record["status"] == "written":
-        click.echo(record["path"])
+        reporter.result(record["path"])
 
 
 def generate(ctx: click.Context, mode: str, options: dict) -> None:
@@ -292,33 +294,33 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
             if item.skip:
                 reporter.message(f"skipping {item.path}: it already exists (--overwrite regenerates it)")
                 _emit(options, {"status": "skipped", "path": str(item.path), "seed": item.request.seed,
-                                "prompt": item.request.prompt, "index": item.index})
+                                "prompt": item.request.prompt, "index": item.index}, reporter)
         if not todo:
             reporter.message("nothing to do: every output already exists")
             return
-        modes = "".join(f", {name} {options[name]}" for name, plain in (("offload", "none"), ("weights", "bf16"))
-                        if options[name] != plain)
-        reporter.message(f"model {model}, device {settings.device}{modes}")
-        if options.get("aspect") == "auto":
-            reporter.message("note: --aspect auto; the models were trained at 16:9 (h/w 0.571), "
-                             "other aspect templates may look worse")
         start = time.perf_counter()
         pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
                                         cache_dir=options.get("cache_dir"), offload=options["offload"],
                                         weights=options["weights"])
         load_seconds = time.perf_counter() - start
+        reporter.message(summary.model_line(pipeline.info()))
+        if options.get("aspect") == "auto":
+            reporter.message("note: --aspect auto; the models were trained at 16:9 (h/w 0.571), "
+                             "other aspect templates may look worse")
+        reporter.begin_batch(len(todo))
         for number, item in enumerate(todo, start=1):
             label = f"[{number}/{len(todo)}]" if len(todo) > 1 else ""
-            reporter.begin_output(label)
-            reporter.message(f"{label} seed {item.request.seed}: {item.request.prompt}".strip())
+            reporter.begin_output(label, summary.prompt_echo(label, item.request.seed, item.request.prompt))
             record = generate_one(pipeline, item, model, options, reporter)
             if number == 1:
                 record["timings"]["load"] = round(load_seconds, 3)
-            reporter.message(f"{label} wrote {item.path} (seed {item.request.seed}, "
-                             f"{record['timings']['total']:.1f} s)".strip())
-            _emit(options, record)
+            # The summary counts the load in the first output only: it happened once.
+            shown = {key: value for key, value in record["timings"].items() if key != "load" or number == 1}
+            total = record["timings"]["total"] + (load_seconds if number == 1 else 0)
+            reporter.finish_output(summary.written_line(label, {**record, "timings": shown}, total))
+            _emit(options, record, reporter)
         if len(plan) > 1:
-            reporter.message(f"done: {len(todo)} written, {len(plan) - len(todo)} skipped")
+            reporter.message(summary.done_line(len(todo), len(plan) - len(todo), time.perf_counter() - start))
 
 
 def generate_one(pipeline: Any, item: Planned, model: str, options: dict, reporter: Any) -> dict:
@@ -341,6 +343,9 @@ def generate_one(pipeline: Any, item: Planned, model: str, options: dict, report
     if options.get("fps"):
         metadata["fps"] = fps
     result = dataclasses.replace(result, fps=fps, metadata=metadata)
+    note = summary.truncation_note(reporter.prefix, metadata)
+    if note:
+        reporter.message(note)
     reporter.on_event(Event(stage="write", message=str(item.path)))
     written = time.perf_counter()
     video_io.write_result(result, item.path, overwrite=options["overwrite"], crf=options.get("crf", 18))
@@ -348,4 +353,6 @@ def generate_one(pipeline: Any, item: Planned, model: str, options: dict, report
     timings = {k: v for k, v in (result.timings or {}).items()}
     timings.update(write=round(end - written, 3), total=round(end - start, 3))
     return {"status": "written", "path": str(item.path), "seed": item.request.seed,
-            "prompt": item.request.prompt, "index": item.index, "model": str(model), "timings": timings}
+            "prompt": item.request.prompt, "index": item.index, "model": str(model), "timings": timings,
+            **{key: metadata[name] for key, name in (("frames", "output_frames"), ("height", "height"),
+                                                     ("width", "width")) if name in metadata}}

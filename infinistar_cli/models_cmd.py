@@ -103,14 +103,19 @@ def models(ctx: click.Context, cache_dir: Optional[str], verify: bool, offline: 
     console = _console()
     console.print(f"cache: {cache}")
     # Plain columns, not a rich table: paths must print whole so they can be copied.
-    console.print(f"{'variant':<9} {'state':<9} {'on disk':>9}  path", style="bold")
+    console.print(f"{'variant':<9} {'state':<9} {'on disk':>9}  {'offline':<7}  path", style="bold")
+    for name, folder in hub.BUILT_IN.items():
+        size = hub.format_bytes(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()))
+        console.print(f"{name:<9} {'built-in':<9} {size:>9}  {'yes':<7}  {folder}")
     for name in hub.VARIANTS:
         status = hub.model_status(name, cache)
         if status.state == "absent":
-            console.print(f"{name:<9} {'absent':<9} {'-':>9}  -")
+            console.print(f"{name:<9} {'absent':<9} {'-':>9}  {'no':<7}  -")
             continue
         size = hub.format_bytes(status.bytes_on_disk)
-        console.print(f"{name:<9} {status.state:<9} {size:>9}  {status.path}")
+        offline = "yes" if status.state == "complete" else "no"
+        console.print(f"{name:<9} {status.state:<9} {size:>9}  {offline:<7}  {status.path}")
+    console.print("offline yes: runs without a network connection; `infinistar download VARIANT` fetches the others.")
     failed = False
     if verify:
         for name in hub.VARIANTS:
@@ -129,6 +134,17 @@ def models(ctx: click.Context, cache_dir: Optional[str], verify: bool, offline: 
         raise InfinistarError("verification failed; run `infinistar download <variant>` to repair.")
 
 
+def _removable(variant: str, cache: Path) -> bool:
+    """Whether `models rm variant` would delete anything: its own files, or shared files (VAE,
+    text encoder) of an unfinished download that no other present variant uses."""
+    names = hub.variant_names(variant)
+    statuses = {name: hub.model_status(name, cache) for name in hub.VARIANTS}
+    if any(statuses[name].state != "absent" for name in names):
+        return True
+    others_present = any(status.state != "absent" for name, status in statuses.items() if name not in names)
+    return any(statuses[name].path is not None for name in names) and not others_present
+
+
 @models.command("rm")
 @click.argument("variant", type=VARIANT_CHOICES)
 @cache_dir_option
@@ -138,6 +154,8 @@ def models(ctx: click.Context, cache_dir: Optional[str], verify: bool, offline: 
 def rm(ctx: click.Context, variant: str, cache_dir: Optional[str], yes: bool) -> None:
     """Delete a variant's weights (files shared with another downloaded variant are kept)."""
     cache = _cache(ctx, cache_dir or ctx.meta.get("infinistar_cache_dir"))
+    if not _removable(variant, cache):  # said before asking, not after
+        raise InfinistarError(f"InfinityStar {variant} is not in {cache}; nothing to remove.")
     if not yes:
         click.confirm(f"Delete {variant} from {cache}?", default=False, abort=True)
     freed = hub.remove(variant, cache)

@@ -8,6 +8,7 @@ from engine import video_io
 from engine.request import Event
 from infinistar_cli.batch import read_prompt_lines
 from infinistar_cli.progress import Reporter
+from infinistar_cli.summary import shorten
 
 
 def read_story(path: Optional[str]) -> list[str]:
@@ -27,8 +28,9 @@ def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, op
 
     def on_event(event: Event) -> None:
         if event.stage == "segment":
-            reporter.begin_output(f"{label} [segment {event.done}/{event.total}]".strip())
-            reporter.message(f"{label} segment {event.done}/{event.total}: {event.message or '(no prompt)'}".strip())
+            reporter.begin_output(f"{label} [segment {event.done}/{event.total}]".strip(),
+                                  f"{label} segment {event.done}/{event.total}: "
+                                  f"{shorten(event.message) or '(no prompt)'}".strip())
         else:
             reporter.on_event(event)
 
@@ -62,5 +64,7 @@ def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, op
             writer.abort()
         raise
     timings["total"] = round(time.perf_counter() - start, 3)
+    size = {key: result.metadata[key] for key in ("height", "width") if key in result.metadata}
     return {"status": "written", "path": str(item.path), "seed": item.request.seed, "prompt": item.request.prompt,
-            "index": item.index, "segments": len(requests), "frames": writer.frames_written, "timings": timings}
+            "index": item.index, "segments": len(requests), "frames": writer.frames_written, **size,
+            "timings": timings}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable, Optional
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 import engine
 from engine.errors import InfinistarError
-from engine.request import Event, GenerationRequest, Result
+from engine.request import Event, GenerationRequest, ModelInfo, Result
 from infinistar_cli.main import cli
 
 
@@ -35,6 +36,7 @@ class FakeEngine:
     fail_run: Optional[Callable[[GenerationRequest], None]] = None
 
     load_options: list = field(default_factory=list)  # keyword options of each load (offload, weights)
+    event_delay: float = 0.0  # seconds between progress events, so a live display has time to draw
 
     def load(self, model, device="auto", on_event=None, cache_dir=None, **options):
         if str(model) not in self.known:
@@ -51,6 +53,10 @@ class FakePipeline:
     engine: FakeEngine
     preset: SimpleNamespace
 
+    def info(self) -> ModelInfo:
+        return ModelInfo(name=self.preset.name, source=f"/models/{self.preset.name}", built_in=False, device="cpu",
+                         dtype="float32", text_max_tokens=64)
+
     def run(self, request: GenerationRequest, on_event=None) -> Result:
         self.engine.requests.append(request)
         if self.engine.fail_run:
@@ -58,11 +64,14 @@ class FakePipeline:
         events = [Event("encode_text"), Event("sample", 1, 2, clip=0, scale=0), Event("sample", 2, 2, clip=0, scale=1),
                   Event("decode", 1, 1)]
         for event in events:
+            time.sleep(self.engine.event_delay)
             if on_event:
                 on_event(event)
         count = 1 if request.mode == "t2i" else 4 * (request.seconds or 2) + 1
         return Result(frames=fake_frames(request.seed, count), fps=self.preset.fps,
-                      metadata={"preset": self.preset.name}, timings={"sample": 0.01})
+                      metadata={"preset": self.preset.name, "output_frames": count, "height": 16, "width": 16,
+                                "prompt_tokens": len(request.prompt.encode()) + 1, "text_max_tokens": 64},
+                      timings={"sample": 0.01})
 
 
 @pytest.fixture

@@ -78,21 +78,6 @@ def test_plain_progress_lines():
     assert quiet.getvalue() == ""
 
 
-def test_rich_progress_renders():
-    stream = io.StringIO()
-    with Reporter(stream=stream, rich=True) as reporter:
-        reporter.on_event(Event("load", 1, 1))
-        for label in ("[1/2]", "[2/2]"):
-            reporter.begin_output(label)
-            reporter.on_event(Event("encode_text"))
-            reporter.on_event(Event("sample", 5, 10, clip=0, scale=3))
-            reporter.on_event(Event("decode", 2, 9))
-            reporter.message(f"{label} wrote x.mp4")
-    text = stream.getvalue()
-    assert "[2/2] sampling (clip 1, scale 4)" in text and "10/10" in text and "2/9" in text
-    assert "[2/2] wrote x.mp4" in text
-
-
 def test_write_result_keeps_cli_free_of_tensors():
     # The CLI imports neither torch nor the pipeline: startup stays fast and `--help` works anywhere.
     code = "import sys, infinistar_cli.main; print(sorted({'torch', 'engine.pipeline'} & set(sys.modules)))"
