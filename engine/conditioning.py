@@ -297,9 +297,11 @@ def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Te
 
 def _is_video(path: str | Path) -> bool:
     try:
-        return video_io.media_info(path)["kind"] == "video"
+        info = video_io.media_info(path)
     except InfinistarError:
         return False
+    # FFmpeg's image2 demuxer "opens" any unknown file as a still: that is not a video.
+    return info["kind"] == "video" and info["format"] != "image2" and bool(info["width"])
 
 
 def check_input(mode: str, path: str | Path) -> None:

@@ -88,7 +88,7 @@ class Pipeline:
         """What was loaded, where and how (the GPU's free memory is read now)."""
         c = self.components
         name, free, total = device_memory(self.device)
-        dtype = c.weights if c.weights != "bf16" else str(c.transformer.block_dtype).replace("torch.", "")
+        dtype = str(c.transformer.block_dtype).replace("torch.", "")  # what the blocks compute in
         return ModelInfo(name=self.preset.name, source=c.source, built_in=Path(c.source) == TINY_DIR,
                          device=str(self.device), dtype=dtype, offload=c.offload, weights=c.weights,
                          device_name=name, free_bytes=free, total_bytes=total, text_max_tokens=c.text.max_length)
