@@ -130,7 +130,8 @@ def test_models_command_states(server, repo_files):
     runner = CliRunner()
     result = runner.invoke(models, [])
     assert result.exit_code == 0, result.output
-    assert all(line.split()[1] == "absent" for line in result.output.splitlines()[2:5])
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines()[2:6]}
+    assert rows["tiny"][1] == "built-in" and all(rows[name][1] == "absent" for name in hub.VARIANTS)
     result = runner.invoke(download, ["480p", "--yes"])
     assert result.exit_code == 0, result.output
     assert "To fetch:" in result.output and "Done: 480p" in result.output
@@ -138,8 +139,9 @@ def test_models_command_states(server, repo_files):
     next((root / hub.VARIANTS["480p"].transformer_dir).glob("model-00001-*")).unlink()
     download_720 = runner.invoke(download, ["720p", "--yes"])
     assert download_720.exit_code == 0
-    rows = {line.split()[0]: line.split() for line in runner.invoke(models, []).output.splitlines()[2:5]}
+    rows = {line.split()[0]: line.split() for line in runner.invoke(models, []).output.splitlines()[2:6]}
     assert rows["720p"][1] == "complete" and rows["480p"][1] == "partial" and rows["interact"][1] == "absent"
+    assert (rows["720p"][-2], rows["480p"][-2], rows["interact"][-2]) == ("yes", "no", "no")  # runs offline?
     assert rows["720p"][-1] == str(root) and rows["interact"][-1] == "-"
 
 
