@@ -325,7 +325,7 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
 
 def generate_one(pipeline: Any, item: Planned, model: str, options: dict, reporter: Any) -> dict:
     """Generate and write one planned output (story segments and extend steps included); the server
-    runs its jobs through here too. `reporter` needs on_event, message, begin_output and prefix."""
+    runs its jobs through here too. `reporter` needs on_event, message, begin_output(prefix, header) and prefix."""
     start = time.perf_counter()
     prompts = list(options.get("segments", ()))
     if item.request.mode == "extend":  # more seconds than one step: further steps with the same prompt

@@ -33,8 +33,8 @@ class JobProgress:
         self.lock = threading.Lock()
 
     # --- the reporter interface of infinistar_cli.generate.generate_one
-    def begin_output(self, prefix: str) -> None:
-        self.prefix = prefix
+    def begin_output(self, prefix: str, header: str = "") -> None:
+        self.prefix = prefix  # the header (a story segment's prompt) is for people at a terminal
 
     def message(self, text: str) -> None:
         pass
