@@ -45,17 +45,18 @@ class FakeEngine:
         self.load_options.append(options)
         if on_event:
             on_event(Event(stage="load", done=1, total=1))
-        return FakePipeline(self, SimpleNamespace(name=str(model), fps=8, frames=(9, 17)))
+        return FakePipeline(self, SimpleNamespace(name=str(model), fps=8, frames=(9, 17)), options)
 
 
 @dataclass
 class FakePipeline:
     engine: FakeEngine
     preset: SimpleNamespace
+    options: dict = field(default_factory=dict)  # offload and weights modes it was loaded with
 
     def info(self) -> ModelInfo:
         return ModelInfo(name=self.preset.name, source=f"/models/{self.preset.name}", built_in=False, device="cpu",
-                         dtype="float32", text_max_tokens=64)
+                         dtype="float32", text_max_tokens=64, **self.options)
 
     def run(self, request: GenerationRequest, on_event=None) -> Result:
         self.engine.requests.append(request)

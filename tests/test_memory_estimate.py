@@ -84,7 +84,7 @@ def test_dry_run_json_for_480p_10_s_and_images(fake):
 
 def test_modes_reach_the_engine_from_flags_and_config(fake):
     result = invoke("t2v", "x", "--seed", "1", "--offload", "blocks", "--weights", "fp8")
-    assert result.exit_code == 0 and "device auto, offload blocks, weights fp8" in result.stderr
+    assert result.exit_code == 0 and " on cpu, float32, offload blocks, weights fp8" in result.stderr
     Path("c.toml").write_text('offload = "model"\n[t2i]\nweights = "int8"\n')
     assert invoke("--config", "c.toml", "t2i", "x", "--seed", "1").exit_code == 0
     assert invoke("t2v", "x", "--seed", "2").exit_code == 0
