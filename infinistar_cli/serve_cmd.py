@@ -1,6 +1,7 @@
 """`infinistar serve` (the model stays loaded behind an HTTP API and a page) and `infinistar jobs`."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import socket
@@ -15,7 +16,6 @@ from infinistar_cli.config import option
 from infinistar_cli.generate import OFFLOAD_MODES, WEIGHT_MODES
 
 DEFAULT_PORT = 8765
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
 
@@ -42,6 +42,16 @@ def read_token(path: Optional[str]) -> Optional[str]:
     if not token or len(token.split()) != 1:
         raise click.BadParameter(f"{path} must hold one token on one line", param_hint="--token-file")
     return token
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _check_port(host: str, port: int) -> None:
@@ -92,7 +102,7 @@ def serve(ctx: click.Context, host: str, port: int, model: Optional[str], keep_a
     """
     seconds = parse_keep_alive(keep_alive)
     token = read_token(token_file)
-    if host not in LOOPBACK and token is None:
+    if not is_loopback(host) and token is None:
         raise click.UsageError(f"listening on {host} needs --token-file: a bearer token every request must send")
     if model and not ("/" in model or Path(model).exists()):
         from engine import presets
@@ -101,7 +111,7 @@ def serve(ctx: click.Context, host: str, port: int, model: Optional[str], keep_a
     try:
         import uvicorn
 
-        from infinistar_server.app import ServerSettings, create_app
+        from infinistar_server.app import DataDirBusy, ServerSettings, create_app, lock_data_dir
         from infinistar_server.worker import Device
     except ImportError as error:
         raise click.ClickException(f"infinistar serve needs the serve extra ({error.name} is missing): "
@@ -110,6 +120,11 @@ def serve(ctx: click.Context, host: str, port: int, model: Optional[str], keep_a
 
     directory = Path(data_dir or Path(user_data_dir("infinistar")) / "server").expanduser()
     _check_port(host, port)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        lock_data_dir(directory).close()  # the app holds the lock while it runs; this only asks early
+    except DataDirBusy as error:
+        raise click.ClickException(str(error)) from None
     settings = ServerSettings(
         data_dir=directory, model=model, keep_alive=seconds, max_queue=max_queue, token=token,
         max_upload=max_upload_mb << 20, preload=preload,

@@ -122,6 +122,25 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class DataDirBusy(Exception):
+    """Another server uses the data dir: two workers would run its queued jobs twice."""
+
+
+def lock_data_dir(data: Path):
+    """An open file holding an exclusive lock on `data` (released when closed)."""
+    handle = open(data / "server.lock", "a+")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; the user keeps servers apart
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DataDirBusy(f"another infinistar serve uses {data}; give this one its own --data-dir") from None
+    return handle
+
+
 def clean_partial_outputs(outputs: Path) -> int:
     """Remove files a killed server was still writing (video_io stages them as .NAME.*.part)."""
     partial = list(outputs.glob(".*.part"))
@@ -138,6 +157,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        lock = lock_data_dir(data)
         store = JobStore(data / "jobs.sqlite3")
         removed = clean_partial_outputs(outputs)
         queued = store.recover()
@@ -151,6 +171,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         finally:
             worker.stop()
             store.close()
+            lock.close()
 
     app = FastAPI(
         title="infinistar", version=__version__, lifespan=lifespan,

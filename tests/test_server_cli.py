@@ -7,7 +7,7 @@ import click
 import pytest
 
 from cli_fakes import invoke
-from infinistar_cli.serve_cmd import parse_keep_alive
+from infinistar_cli.serve_cmd import is_loopback, parse_keep_alive
 
 
 @pytest.mark.parametrize("text, seconds", [("5m", 300), ("30s", 30), ("1h", 3600), ("90", 90), ("0", 0),
@@ -20,6 +20,22 @@ def test_keep_alive_durations(text, seconds):
 def test_bad_keep_alive(text):
     with pytest.raises(click.BadParameter):
         parse_keep_alive(text)
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
+                                           ("localhost", True), ("0.0.0.0", False), ("::", False),
+                                           ("192.0.2.1", False), ("example.org", False)])
+def test_loopback_hosts(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_a_data_dir_in_use_is_refused(tmp_path):
+    pytest.importorskip("fastapi")
+    from infinistar_server.app import lock_data_dir
+
+    with lock_data_dir(tmp_path):
+        result = invoke("serve", "--data-dir", str(tmp_path))
+    assert result.exit_code == 1 and "another infinistar serve uses" in result.stderr
 
 
 def test_binding_beyond_loopback_needs_a_token_file(tmp_path):
