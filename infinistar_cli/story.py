@@ -8,7 +8,7 @@ from engine import video_io
 from engine.request import Event
 from infinistar_cli.batch import read_prompt_lines
 from infinistar_cli.progress import Reporter
-from infinistar_cli.summary import shorten
+from infinistar_cli.summary import shorten, truncation_note
 
 
 def read_story(path: Optional[str]) -> list[str]:
@@ -50,6 +50,9 @@ def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, op
                 writer = video_io.VideoWriter(item.path, fps, metadata=header, overwrite=options["overwrite"],
                                               crf=options.get("crf", 18))
             writer.write(result.frames)
+            note = truncation_note(reporter.prefix, result.metadata)
+            if note:
+                reporter.message(note)
             meta = result.metadata
             segments.append({key: meta.get(key) for key in ("segment", "prompt", "prompt_sent", "seed", "forced_scales",
                                                              "output_frames", "input", "window")

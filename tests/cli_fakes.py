@@ -58,6 +58,13 @@ class FakePipeline:
         return ModelInfo(name=self.preset.name, source=f"/models/{self.preset.name}", built_in=False, device="cpu",
                          dtype="float32", text_max_tokens=64, **self.options)
 
+    def run_story(self, requests, on_event=None):
+        """One Result per segment, each announced by a `segment` event like engine.story's."""
+        for number, request in enumerate(requests, start=1):
+            if on_event:
+                on_event(Event("segment", number, len(requests), message=request.prompt))
+            yield self.run(request, on_event)
+
     def run(self, request: GenerationRequest, on_event=None) -> Result:
         self.engine.requests.append(request)
         if self.engine.fail_run:

@@ -72,6 +72,17 @@ def test_long_prompt_is_shortened_in_the_echo_and_truncation_is_said(fake):
     assert "note:" not in short.stderr
 
 
+def test_long_story_segment_prompt_is_said_to_be_truncated(fake):
+    result = invoke("t2v", "a calm lake", "--seed", "1", "--then", "y" * 300)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert f"segment 2/2: {'y' * 100}… (300 characters)" in lines
+    assert [line for line in lines if "note:" in line] == [
+        "[segment 2/2] note: the prompt is 301 tokens; the text encoder reads at most 64, so it kept the first 64 "
+        "(the full prompt is in the file's metadata)"]
+    assert lines[-1].startswith("wrote infinistar_a-calm-lake_1.mp4  18 frames 16×16 in 2 segments, seed 1, ")
+
+
 def test_models_lists_tiny_and_what_runs_offline(clean_env):
     result = invoke("models", "--cache-dir", str(clean_env / "cache"))
     assert result.exit_code == 0, result.stderr
