@@ -12,19 +12,20 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Optional
+from typing import Any, Callable, Iterable, Literal, Optional
 
 from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.utils import HfHubHTTPError, filter_repo_objects
 from tqdm.auto import tqdm
 
+from engine import hub_timeouts
 from engine.errors import DiskSpaceError, DownloadError, InfinistarError, ModelNotDownloadedError
 
 REPO_ID = "FoundationVision/InfinityStar"
 DEFAULT_REVISION = "main"
+HUB_ATTEMPTS = 3  # tries of an API call that got no answer in time (file transfers resume by themselves)
 VAE_FILE = "infinitystar_videovae.pth"
 T5_DIR = "text_encoder/flan-t5-xl-official"
 SHARED_PATTERNS = (VAE_FILE, f"{T5_DIR}/*")
@@ -321,6 +322,31 @@ def _refuse_offline() -> None:
         raise DownloadError("HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it to download.")
 
 
+def _is_timeout(error: BaseException) -> bool:
+    return any("Timeout" in cls.__name__ for cls in type(error).__mro__)
+
+
+def _model_info(revision: str, files_metadata: bool = True) -> Any:
+    """The hub's file list at `revision`; a hub that does not answer is asked again, twice."""
+    hub_timeouts.install()
+    for attempt in range(1, HUB_ATTEMPTS + 1):
+        try:
+            return HfApi(endpoint=_endpoint()).model_info(
+                REPO_ID, revision=revision, files_metadata=files_metadata, timeout=hub_timeouts.timeout_s())
+        except _network_errors() as error:
+            if _is_timeout(error) and attempt < HUB_ATTEMPTS:
+                continue
+            if _is_timeout(error):
+                raise DownloadError(
+                    f"The hub at {_endpoint()} did not answer within {hub_timeouts.timeout_s():g} s "
+                    f"({HUB_ATTEMPTS} tries); check the network or HF_ENDPOINT, or allow more time with "
+                    "HF_HUB_DOWNLOAD_TIMEOUT=<seconds>.") from None
+            raise DownloadError(
+                f"Could not get the file list of {REPO_ID}@{revision} from {_endpoint()}: {_first_line(error)}"
+            ) from None
+    raise AssertionError("unreachable")
+
+
 def plan_download(
     name: str, revision: str = DEFAULT_REVISION, cache_dir: str | Path | None = None
 ) -> DownloadPlan:
@@ -328,10 +354,7 @@ def plan_download(
     _refuse_offline()
     cache = resolve_cache_dir(cache_dir)
     patterns = allow_patterns(name)
-    try:
-        info = HfApi(endpoint=_endpoint()).model_info(REPO_ID, revision=revision, files_metadata=True)
-    except _network_errors() as error:
-        raise DownloadError(f"Could not get the file list of {REPO_ID}@{revision} from {_endpoint()}: {_first_line(error)}")
+    info = _model_info(revision)
     siblings = {s.rfilename: s for s in info.siblings or []}
     files = tuple(
         RemoteFile(p, siblings[p].size or 0, siblings[p].lfs.sha256 if siblings[p].lfs else None, siblings[p].blob_id)
@@ -400,35 +423,24 @@ def download(plan: DownloadPlan, on_progress: Optional[ProgressCallback] = None,
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(plan.commit)
     _write_manifest(plan.cache_dir, plan.commit, plan.files)
-    stop = threading.Event()
-    watcher = None
-    if on_progress is not None:
-        on_progress(_bytes_on_disk(plan), plan.bytes_total)
-
-        def watch() -> None:
-            while not stop.wait(poll_s):
-                on_progress(_bytes_on_disk(plan), plan.bytes_total)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
+    report = on_progress or (lambda done, total: None)
+    report(_bytes_on_disk(plan), plan.bytes_total)
     try:
         if plan.to_fetch:
-            snapshot_download(
-                REPO_ID,
-                revision=plan.commit,  # pinned: exactly what the plan listed, even if the branch moves
-                cache_dir=str(plan.cache_dir),
-                allow_patterns=list(plan.allow_patterns),
-                endpoint=_endpoint(),
-                tqdm_class=_SilentTqdm,
-            )
-    except _network_errors() as error:
-        raise DownloadError(
-            f"Download interrupted ({_first_line(error)}); run the same command again to resume."
-        ) from error
-    finally:
-        stop.set()
-        if watcher is not None:
-            watcher.join()
+            with hub_timeouts.guarded(lambda: _bytes_on_disk(plan), lambda done: report(done, plan.bytes_total),
+                                      poll_s):
+                snapshot_download(
+                    REPO_ID,
+                    etag_timeout=hub_timeouts.timeout_s(),
+                    revision=plan.commit,  # pinned: exactly what the plan listed, even if the branch moves
+                    cache_dir=str(plan.cache_dir),
+                    allow_patterns=list(plan.allow_patterns),
+                    endpoint=_endpoint(),
+                    tqdm_class=_SilentTqdm,
+                )
+    except (hub_timeouts.HubStalled, *_network_errors()) as error:
+        reason = str(error) if isinstance(error, hub_timeouts.HubStalled) else _first_line(error)
+        raise DownloadError(f"Download interrupted ({reason}); run the same command again to resume.") from None
     if on_progress is not None:
         on_progress(plan.bytes_total, plan.bytes_total)
     return plan.snapshot_dir
@@ -491,10 +503,9 @@ def verify(
     online = online and not _offline()
     if online:
         try:
-            commit = root.name if root.parent.name == "snapshots" else revision
-            info = HfApi(endpoint=_endpoint()).model_info(REPO_ID, revision=commit, files_metadata=True)
-        except _network_errors() as error:
-            raise DownloadError(f"Could not reach {_endpoint()} to verify: {_first_line(error)} (try --offline).")
+            info = _model_info(root.name if root.parent.name == "snapshots" else revision)
+        except DownloadError as error:
+            raise DownloadError(f"{error} To check without the hub: --offline.") from None
         remote = {s.rfilename: RemoteFile(s.rfilename, s.size or 0, s.lfs.sha256 if s.lfs else None, s.blob_id)
                   for s in info.siblings or []}
     problems: list[str] = []

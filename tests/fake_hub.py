@@ -3,7 +3,8 @@
 Routes: GET /api/models/{repo}/revision/{rev} (repo info with sibling sizes and LFS hashes),
 GET /api/models/{repo}/tree/{rev} (recursive listing), HEAD/GET /{repo}/resolve/{rev}/{path}
 (ETag, X-Repo-Commit, Content-Length, Range requests). Faults on demand: cut a file's body
-half-way once (`drop_once`), or answer 500 for a file (`fail`).
+half-way once (`drop_once`), answer 500 for a file (`fail`), or accept the connection and never
+answer (`silent`: every request whose path starts with one of its prefixes, "/" for all).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class FakeHub:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.drop_once: set[str] = set()
         self.fail: set[str] = set()
+        self.silent: set[str] = set()  # path prefixes that get no answer at all
+        self._closing = threading.Event()
         self.authorization: set[str | None] = set()  # Authorization headers seen
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -37,6 +40,7 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()  # lets the silent handlers go
         self._server.shutdown()
         self._server.server_close()
 
@@ -91,6 +95,10 @@ class FakeHub:
                 with hub._lock:
                     hub.requests.append((self.command, path, self.headers.get("Range")))
                     hub.authorization.add(self.headers.get("Authorization"))
+                if any(path.startswith(prefix) for prefix in hub.silent):
+                    hub._closing.wait()  # the connection stays open; not a byte comes back
+                    self.close_connection = True
+                    return
                 api = f"/api/models/{hub.repo_id}/"
                 if path.startswith(api + "revision/"):
                     rev = path[len(api + "revision/"):]

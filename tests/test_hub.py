@@ -1,6 +1,9 @@
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -279,3 +282,33 @@ def test_cli_takes_cache_dir_from_config_object(tmp_path, monkeypatch):
     assert f"cache: {tmp_path / 'from-env'}" in CliRunner().invoke(cli, ["models"]).output
     flag = CliRunner().invoke(cli, ["models", "--cache-dir", str(tmp_path / "flag")]).output
     assert f"cache: {tmp_path / 'flag'}" in flag
+
+
+def _download_cli(*args: str, timeout_s: str = "1") -> subprocess.CompletedProcess:
+    """`infinistar download` in a process of its own, with its real HTTP client and clock."""
+    env = {**os.environ, "HF_HUB_DOWNLOAD_TIMEOUT": timeout_s, "HF_HUB_ETAG_TIMEOUT": timeout_s,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "infinistar_cli", "download", *args], capture_output=True,
+                          text=True, env=env, timeout=240)
+
+
+def test_silent_hub_times_out_with_a_clear_message(server):
+    server.silent.add("/")  # accepts every connection, never answers
+    out = _download_cli("720p", "--yes")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"Error: The hub at {server.url} did not answer within 1 s (3 tries); check the network or "
+        "HF_ENDPOINT, or allow more time with HF_HUB_DOWNLOAD_TIMEOUT=<seconds>.")
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert len([r for r in server.requests if r[1].startswith("/api/")]) == 3  # asked again, twice
+
+
+def test_hub_going_silent_mid_download_times_out(server, repo_files):
+    server.silent.add(f"/{hub.REPO_ID}/resolve/")  # the file list comes, the files never do
+    out = _download_cli("720p", "--yes")
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == ("Error: Download interrupted (the hub sent nothing for 3 s); run the same command "
+                    "again to resume."), out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1  # huggingface_hub's retry chatter is not shown
