@@ -1,7 +1,8 @@
 """Reading and writing media: MP4 (H.264 via PyAV) and PNG (Pillow).
 
-Writes are atomic: data goes to a hidden temp file in the target directory, is fsynced, then
-renamed into place, so an interrupted run never leaves a half-written output (or a temp file).
+Writes are atomic (engine.atomic): the file and its sidecar go to hidden temp files in the target
+directory and are renamed into place together, so an interrupted or failed run never leaves a
+half-written output, a temp file, or a video without its sidecar.
 Generation metadata (a JSON-able dict) is stored three ways: in the file itself (MP4 `comment`
 tag, PNG iTXt chunk `infinistar`) and in a `<file>.json` sidecar next to it.
 """
@@ -18,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from engine import __version__
+from engine import __version__, atomic
 from engine.errors import MediaError, OutputExistsError, OutputPathError
 
 VIDEO_SUFFIX = ".mp4"
@@ -69,82 +70,38 @@ def prepare_output_dir(directory: str | Path) -> Path:
     return directory
 
 
-def _file_mode() -> int:
-    """Permissions a plain open() would give (mkstemp makes 0600 files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:  # some platforms cannot open directories; the data itself is synced
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
-
-
-class _Staged:
-    """A temp file next to `path` that becomes `path` on commit() or disappears on discard()."""
-
-    def __init__(self, path: str | Path, overwrite: bool) -> None:
-        self.path = Path(path)
-        self.overwrite = overwrite
-        prepare_output_dir(self.path.parent)
-        if self.path.exists() and not overwrite:
-            raise OutputExistsError(f"{self.path} already exists; not overwriting it")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        except OSError as error:
-            raise OutputPathError(f"cannot write in {self.path.parent}: {error.strerror or error}") from None
-        os.close(fd)
-        self.tmp = Path(tmp)
-        os.chmod(self.tmp, _file_mode())
-
-    def commit(self) -> Path:
-        _fsync_path(self.tmp)
-        if self.overwrite:
-            os.replace(self.tmp, self.path)
-        else:
-            # link() refuses to replace an existing file: no-clobber even if one appeared meanwhile.
-            try:
-                os.link(self.tmp, self.path)
-            except FileExistsError:
-                raise OutputExistsError(f"{self.path} already exists; not overwriting it") from None
-            except OSError:  # filesystem without hard links
-                if self.path.exists():
-                    raise OutputExistsError(f"{self.path} already exists; not overwriting it") from None
-                os.replace(self.tmp, self.path)
-            else:
-                os.unlink(self.tmp)
-        _fsync_path(self.path.parent, directory=True)
-        return self.path
-
-    def discard(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+def _stage(path: Path, overwrite: bool) -> atomic.Staged:
+    """A temp file for `path` (see engine.atomic), after the directory and no-clobber checks."""
+    prepare_output_dir(path.parent)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; not overwriting it")
+    return atomic.Staged(path)
 
 
 def _metadata_json(metadata: dict) -> str:
     return json.dumps(metadata, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def _write_sidecar(path: Path, metadata: dict) -> None:
-    staged = _Staged(sidecar_path(path), overwrite=True)  # the sidecar follows its media file
+def _staged_sidecar(path: Path, metadata: dict) -> atomic.Staged:
+    """The `<file>.json` sidecar, written to its temp file; published together with `path`."""
+    staged = atomic.Staged(sidecar_path(path))
     try:
         staged.tmp.write_text(_metadata_json(metadata) + "\n", encoding="utf-8")
-        staged.commit()
     except BaseException:
         staged.discard()
         raise
+    return staged
+
+
+def _publish_with_sidecar(staged: atomic.Staged, metadata: dict, overwrite: bool) -> Path:
+    """Publish a written media temp file and its sidecar together, or neither (engine.atomic)."""
+    try:
+        sidecar = _staged_sidecar(staged.path, metadata)
+    except BaseException:
+        staged.discard()
+        raise
+    atomic.publish([staged, sidecar], overwrite)
+    return staged.path
 
 
 def _as_frames(frames: Any) -> np.ndarray:
@@ -180,7 +137,8 @@ class VideoWriter:
         self.metadata = dict(metadata or {})
         self.frames_written = 0
         self._stream = None
-        self._staged = _Staged(self.path, overwrite)
+        self._overwrite = overwrite
+        self._staged = _stage(self.path, overwrite)
         try:
             # faststart moves the index to the front so players can start before the end arrives.
             self._container = av.open(str(self._staged.tmp), "w", format="mp4", options={"movflags": "+faststart"})
@@ -221,12 +179,10 @@ class VideoWriter:
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
-            self._staged.commit()
         except BaseException:
             self.abort()
             raise
-        _write_sidecar(self.path, self.metadata)
-        return self.path
+        return _publish_with_sidecar(self._staged, self.metadata, self._overwrite)
 
     def abort(self) -> None:
         """Drop everything written so far."""
@@ -271,16 +227,14 @@ def write_png(frame: Any, path: str | Path, *, metadata: Optional[dict] = None, 
     info.add_text("Software", f"infinistar {__version__}")
     if metadata.get("prompt"):
         info.add_itxt("Description", str(metadata["prompt"]))
-    staged = _Staged(path, overwrite)
+    staged = _stage(path, overwrite)
     try:
         with open(staged.tmp, "wb") as handle:
             Image.fromarray(array[0], "RGB").save(handle, format="PNG", pnginfo=info)
-        staged.commit()
     except BaseException:
         staged.discard()
         raise
-    _write_sidecar(path, metadata)
-    return path
+    return _publish_with_sidecar(staged, metadata, overwrite)
 
 
 def write_result(result: Any, path: str | Path, overwrite: bool = False, crf: int = 18) -> Path:

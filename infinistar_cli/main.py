@@ -12,10 +12,10 @@ from click.core import ParameterSource
 
 from engine import __version__
 from engine.errors import InfinistarError
+from infinistar_cli import interrupts
 from infinistar_cli.config import CONFIG_ENV, configurable, convert_value, load_default_map, option
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool the reader cut off
 
 
@@ -47,8 +47,8 @@ class InfinistarGroup(click.Group):
             raise
         except InfinistarError as error:
             raise click.ClickException(str(error)) from None
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
+        except KeyboardInterrupt as error:  # Ctrl-C or SIGTERM (infinistar_cli.interrupts)
+            _fail(interrupts.describe(error), interrupts.exit_status(error))
         except BrokenPipeError:  # `infinistar ... | head`: the reader has gone; stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(EXIT_BROKEN_PIPE)
@@ -64,6 +64,18 @@ class InfinistarGroup(click.Group):
             _fail(f"unexpected {type(error).__name__}: {error}{hint}")
 
     def main(self, args: Optional[list[str]] = None, prog_name: Optional[str] = None, **extra: Any) -> Any:
+        # Parsing the process's own argv (the console script, `python -m`): the process is ours
+        # until it exits, so late signals are handled through interpreter shut-down too.
+        owns_process = args is None
+        with interrupts.handled(owns_process):
+            try:
+                return self._main(args, prog_name, **extra)
+            except SystemExit as done:
+                if owns_process:
+                    interrupts.end_process(done.code)
+                raise
+
+    def _main(self, args: Optional[list[str]], prog_name: Optional[str], **extra: Any) -> Any:
         standalone = extra.pop("standalone_mode", True)
         try:
             rv = super().main(args, prog_name, standalone_mode=False, **extra)
@@ -76,10 +88,14 @@ class InfinistarGroup(click.Group):
             if not standalone:
                 raise
             _fail(error.format_message(), error.exit_code)
-        except click.Abort:
+        except click.Abort as error:  # click's form of a KeyboardInterrupt while parsing
             if not standalone:
                 raise
-            _fail("interrupted", EXIT_INTERRUPTED)
+            cause = error.__cause__ or error.__context__ or error
+            _fail(interrupts.describe(cause), interrupts.exit_status(cause))
+        if standalone and interrupts.received():  # a signal some library callback swallowed
+            _fail(interrupts.describe(interrupts.Interrupted(interrupts.received())),
+                  128 + interrupts.received())
         if not standalone:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
