@@ -157,7 +157,7 @@ def extend_layout(preset: Preset, h_div_w: Optional[float] = None) -> tuple[Sche
 
 def uses_interact(preset: Preset) -> bool:
     """Whether continuations use the InfinityStar-Interact recipe (the `interact` preset)."""
-    return preset.name == "interact"
+    return preset.continuation == "interact"
 
 
 def continuation_window(preset: Preset) -> tuple[int, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from engine.errors import RequestError, UnknownPresetError
 from engine.request import sampling_value_problem
@@ -175,6 +176,9 @@ class Preset:
     checkpoint_dir: str  # folder of the hub repo holding the transformer shards
     description: str
     decoration: PromptDecoration = PromptDecoration()
+    # How `extend` and story segments continue a video: "forced" = the conditioning window's clips
+    # are forced (480p/720p/tiny), "interact" = the InfinityStar-Interact recipe (engine.conditioning).
+    continuation: Literal["forced", "interact"] = "forced"
 
     @property
     def allowed_frames(self) -> tuple[int, ...]:
@@ -238,6 +242,7 @@ _PRESETS: dict[str, Preset] = {
         frames=(81,),
         checkpoint_dir="InfinityStarInteract_24K_iters",
         description="InfinityStar-Interact 8B, 480x848; --then/--story and extend continue 5 s per prompt",
+        continuation="interact",
     ),
     # Exactly the architecture and schedule of tests/fixtures/golden (CPU seconds); the shipped
     # weights are trained by engine.train, the golden tests load their own random ones.

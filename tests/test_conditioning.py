@@ -199,7 +199,7 @@ def test_interact_recipe_story(pipe, sampled):
     from engine.pipeline import Pipeline
     from engine.story import story_requests
 
-    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,))))
+    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,), continuation="interact")))
     results = list(interact.run_story(story_requests(GenerationRequest(mode="t2v", prompt="a", seed=1), ["b", "c"])))
     assert [len(r.frames) for r in results] == [17, 16, 16]
     calls = [kwargs for kwargs, _ in sampled]
@@ -222,7 +222,7 @@ def test_interact_recipe_story(pipe, sampled):
 def test_interact_extend_encodes_the_window_raw(pipe, tmp_path):
     from engine.pipeline import Pipeline
 
-    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,))))
+    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,), continuation="interact")))
     source = write_video(tmp_path / "in.mp4", pattern_frames(20))
     cond = conditioning.resolve(interact, GenerationRequest(mode="extend", prompt="", seed=2, video=source), 0)
     inputs, _ = read_video_resampled(source, 16, lambda w, h: (48, 64))

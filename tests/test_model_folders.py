@@ -169,3 +169,15 @@ def test_a_declared_field_that_agrees_keeps_the_shapes_reading():
     assert resolved.layers_per_block == 1
     with pytest.raises(VAEConfigError, match=r"x.json contradicts vae.pth: vae.layers_per_block is 2"):
         resolve_vae_config(WIDE_VAE, shapes, ("layers_per_block",), "vae.pth", "x.json")
+
+
+def test_a_folder_with_its_own_name_keeps_its_base_presets_behaviour(tmp_path):
+    from engine.loading import describe_folder
+
+    (tmp_path / "infinistar.json").write_text(json.dumps({"base": "interact", "name": "my-interact"}))
+    preset = describe_folder(tmp_path).preset
+    assert preset.name == "my-interact" and preset.continuation == "interact"
+    assert preset.decoration == presets.get("interact").decoration
+    (tmp_path / "infinistar.json").write_text(json.dumps({"base": "480p", "name": "mine", "continuation": "x"}))
+    with pytest.raises(Exception, match="continuation: 'x' is not one of"):
+        describe_folder(tmp_path)
