@@ -37,7 +37,7 @@ from engine.request import Event, GenerationRequest
 from engine.schedule import build_schedule
 from engine.text import FLAN_T5_MAX_LENGTH, TINY_MAX_LENGTH, TextEncoder
 from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE, _bit_mask, vae_config
+from engine.vae import VideoVAE, _bit_mask
 
 DEFAULT_PROMPT = "a red fox running through fresh snow at golden hour, cinematic"
 MODES = ("t2v", "t2i", "i2v")
@@ -182,7 +182,7 @@ def random_weight_bytes(preset: Preset, device: torch.device) -> int:
 
 def _meta_vae(preset: Preset) -> VideoVAE:
     with torch.device("meta"):
-        return VideoVAE(vae_config(preset.vae))
+        return VideoVAE(preset.vae)
 
 
 @torch.no_grad()

@@ -11,7 +11,9 @@ scales those bits force); the pipeline then makes the same `sample_latent` call 
   480p: 161 frames, window 81 (5 s: image pyramid + first clip), 80 new frames, as the reference.
   720p has one clip per video, so its window is a single frame: continuation from the last frame
   (i2v-like; motion is not carried over). tiny: 33 frames, window 17, 16 new.
-  The window comes from the end of the input (the reference takes the first 5 s; `from_start`).
+  The window comes from the end of the input, resampled by time; `from_start` takes the reference's
+  choice, the first 5 s stretched over the window exactly as its reader picks frames
+  (engine.video_window).
 - The InfinityStar-Interact recipe (spec §5.6), used for every continuation with the `interact`
   preset: the previous 21-latent window (for an input video: its raw, unquantized encoding) becomes
   a semantic condition (its last 20 latents at the pyramid's 8th scale) and a detail condition (the
@@ -24,7 +26,6 @@ scales those bits force); the pipeline then makes the same `sample_latent` call 
 from __future__ import annotations
 
 import hashlib
-import math
 import warnings
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import video_io
+from engine import video_io, video_window
 from engine.errors import InfinistarError, MediaError
 from engine.presets import Preset
 from engine.quantizer import encode_bits
@@ -156,7 +157,7 @@ def extend_layout(preset: Preset, h_div_w: Optional[float] = None) -> tuple[Sche
 
 def uses_interact(preset: Preset) -> bool:
     """Whether continuations use the InfinityStar-Interact recipe (the `interact` preset)."""
-    return preset.name == "interact"
+    return preset.continuation == "interact"
 
 
 def continuation_window(preset: Preset) -> tuple[int, int]:
@@ -266,35 +267,6 @@ def load_image(image, min_side: int):
 # ----------------------------------------------------------------------------- videos
 
 
-def read_video_resampled(path: str | Path, fps: int, size_for) -> tuple[torch.Tensor, dict]:
-    """Decode a video with PyAV, resampled to `fps` and transformed to the model size, streaming.
-
-    `size_for(width, height) -> (H, W)` picks the pixel size from the stored frame size. Output
-    frame k shows the source frame on screen at time k/fps (index floor(k * src_fps / fps));
-    only transformed frames are kept, never the full-size decode.
-    """
-    with video_io.video_stream(path) as (stream, container):
-        src_fps = stream.average_rate or stream.guessed_rate
-        ratio = Fraction(src_fps).limit_denominator(1001) / fps if src_fps else Fraction(1)
-        height, width = size_for(stream.codec_context.width or 1, stream.codec_context.height or 1)
-        kept, decoded, k = [], 0, 0
-        for frame in container.decode(stream):
-            image = None
-            while math.floor(k * ratio) <= decoded:
-                if image is None:
-                    image = transform_image(frame.to_image().convert("RGB"), height, width)
-                kept.append(image)
-                k += 1
-            decoded += 1
-    if not decoded:
-        raise MediaError(f"{path} contains no decodable frames")
-    facts = {"fps": float(src_fps) if src_fps else None, "frames": decoded,
-             "duration": round(decoded / float(src_fps), 4) if src_fps else None}
-    if not src_fps:
-        facts["note"] = f"no frame rate stored; read as {fps} fps"
-    return torch.stack(kept), facts
-
-
 def _is_video(path: str | Path) -> bool:
     try:
         info = video_io.media_info(path)
@@ -353,19 +325,40 @@ def image_conditioning(pipeline, request, frames: int) -> Conditioning:
     return Conditioning(schedule, bits, schedule.scales_per_clip, metadata=metadata)
 
 
-def _input_frames(preset: Preset, request, reference: Optional[Reference], pixel_size) -> tuple:
-    """(frames at the model's fps and size, facts for the metadata, h/w for the schedule)."""
+def _input_frames(preset: Preset, request, reference: Optional[Reference], pixel_size, window: int) -> tuple:
+    """(frames at the model's size, facts for the metadata, h/w for the schedule, window start).
+
+    From a file: `from_start` takes the official stretched selection of the first seconds
+    (engine.video_window.read_start); otherwise frames are resampled by time, all of them when
+    the input goes into the output, else only the window's (read_resampled with a seek).
+    """
     if reference is not None:
-        frames = reference.frames
-        return frames, dict(reference.source), frames.shape[1] / frames.shape[2]
+        facts = dict(reference.source)
+        frames = _pad_window(reference.frames, window, facts, preset)
+        start = 0 if request.from_start else len(frames) - window
+        return frames, facts, frames.shape[1] / frames.shape[2], start, {"start_frame": start}
     size = {}
 
     def size_for(width: int, height: int) -> tuple[int, int]:
         size["h_div_w"] = aspect_h_div_w(request.aspect, width, height)
         return pixel_size(size["h_div_w"])
 
-    frames, facts = read_video_resampled(request.video, preset.fps, size_for)
-    return frames, {**file_facts(request.video), **facts}, size["h_div_w"]
+    path = request.video
+    if request.from_start:
+        seconds = (window - 1) / preset.fps
+        frames, facts = video_window.read_start(path, preset.fps, seconds, window, size_for, transform_image)
+        selection = {"selection": "official: linspace(0, ceil(fps*seconds)-1, n), rounded down", "start_frame": 0}
+    else:
+        frames, facts = video_window.read_resampled(path, preset.fps, size_for, transform_image,
+                                                    last=window if request.only_new else None)
+        selection = {"selection": "time: source frame floor(k*fps_in/fps)",
+                     "start_frame": max(0, facts.pop("resampled_frames") - window)}
+    sources = facts.pop("source_frames")
+    facts = {**file_facts(path), **facts}
+    frames = _pad_window(frames, window, facts, preset)
+    sources += sources[-1:] * (len(frames) - len(sources))  # a padded last frame
+    start = 0 if request.from_start else len(frames) - window
+    return frames, facts, size["h_div_w"], start, {**selection, "source_frames": sources[start:start + window]}
 
 
 def _pad_window(frames: torch.Tensor, window: int, facts: dict, preset: Preset) -> torch.Tensor:
@@ -391,13 +384,11 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
                                 "engine.story.run_story chains several.")
     if uses_interact(preset):
         return interact_conditioning(pipeline, request, reference)
-    frames, facts, h_div_w = _input_frames(preset, request, reference,
-                                           lambda r: extend_layout(preset, r)[0].pixel_size)
+    frames, facts, h_div_w, start, selection = _input_frames(
+        preset, request, reference, lambda r: extend_layout(preset, r)[0].pixel_size, continuation_window(preset)[0])
     schedule, window, forced = extend_layout(preset, h_div_w)
     if tuple(frames.shape[1:3]) != schedule.pixel_size:
         raise ConditioningError(f"reference frames are {tuple(frames.shape[1:3])}, the model needs {schedule.pixel_size}")
-    frames = _pad_window(frames, window, facts, preset)
-    start = 0 if request.from_start else len(frames) - window
     window_frames = frames[start:start + window]
     prefix = None if request.only_new or request.from_start else frames[:start]
     bits = encode_reference(pipeline.components.vae, window_frames, _sub_schedule(preset, window, h_div_w),
@@ -405,7 +396,7 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
     skip = window if request.only_new else 0
     metadata = {"input": facts, "aspect": request.aspect or ("preset" if reference is None else "auto"),
                 "template": schedule.template, "forced_scales": forced, "encode_seed": request.seed,
-                "window": {"start_frame": start, "frames": window, "from_start": request.from_start},
+                "window": {**selection, "frames": window, "from_start": request.from_start},
                 "new_frames": schedule.num_frames - window, "only_new": request.only_new,
                 "prefix_frames": 0 if prefix is None else len(prefix)}
     return Conditioning(schedule, bits, forced, prefix=prefix, skip=skip, metadata=metadata)
@@ -423,10 +414,8 @@ def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> 
         start = None
     else:
         # The set-up step of the reference: the window's raw (unquantized) encoding is the first `former`.
-        frames, facts, h_div_w = _input_frames(preset, request, reference,
-                                               lambda r: build_segment_schedule(preset, r).pixel_size)
-        frames = _pad_window(frames, window, facts, preset)
-        start = 0 if request.from_start else len(frames) - window
+        frames, facts, h_div_w, start, selection = _input_frames(
+            preset, request, reference, lambda r: build_segment_schedule(preset, r).pixel_size, window)
         vae = pipeline.components.vae
         device = vae.proj_down.weight.device
         generator = torch.Generator(device=device).manual_seed(request.seed)
@@ -448,7 +437,7 @@ def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> 
                 "forced_scales": 0, "encode_seed": request.seed, "new_frames": new, "only_new": request.only_new,
                 "prefix_frames": 0 if prefix is None else len(prefix)}
     if start is not None:
-        metadata["window"] = {"start_frame": start, "frames": window, "from_start": request.from_start}
+        metadata["window"] = {**selection, "frames": window, "from_start": request.from_start}
     return Conditioning(schedule, prefix=prefix, skip=decoded - new, metadata=metadata, conditions=conditions,
                         latent_prefix=recent, text_frames=window, carry_latents=1 + clip, first_latent=first)
 

@@ -3,7 +3,8 @@
 A model is a folder in the official layout: the transformer folder named by the preset's
 `checkpoint_dir` (safetensors shards + index), `infinitystar_videovae.pth` (or an already
 converted `infinitystar_videovae.safetensors`) and `text_encoder/flan-t5-xl-official/`. An optional
-`infinistar.json` overrides preset fields; its `name` picks the preset it starts from. The tiny
+`infinistar.json` overrides preset fields (`base` names the preset it starts from) or describes the
+whole model; the VAE's configuration may also be read off its checkpoint (engine.vae_shapes). The tiny
 preset ships as such a folder inside the package (`engine/assets/tiny`), so it loads through the
 same code as the 8B models, with no download.
 
@@ -12,6 +13,8 @@ random init of 8B parameters and no second copy of the weights.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,7 +26,8 @@ from engine.errors import InfinistarError
 from engine.presets import Preset
 from engine.text import TextEncoder
 from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE, vae_config
+from engine.vae import VideoVAE
+from engine.vae_shapes import resolve_vae_config
 
 TINY_DIR = hub.BUILT_IN["tiny"]
 VAE_SAFETENSORS = Path(hub.VAE_FILE).with_suffix(".safetensors").name
@@ -83,52 +87,106 @@ def block_dtype_for(device: torch.device):
     return lambda key: torch.bfloat16 if key.startswith(BLOCK_PREFIXES) else torch.float32
 
 
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a model is said to be: its preset, and which VAE fields `infinistar.json` states."""
+
+    preset: Preset
+    vae_fields: tuple[str, ...] = ()
+    source: str = ""  # who says so, for errors: the json file or the preset
+
+
+def _json_preset(data: dict, where: Path) -> tuple[Optional[Preset], dict]:
+    """(base preset named by `base`, or by a `name` that is a preset, or None; the other fields)."""
+    data = dict(data)
+    base = data.pop("base", None)
+    if base is not None and base not in presets.names():
+        raise ModelSourceError(f"{where}: base {base!r} is not a preset; known: {', '.join(presets.names())}.")
+    if isinstance(data.get("vae"), str):  # a named VAE configuration instead of its fields
+        named = presets.VAE_CONFIGS.get(data["vae"])
+        if named is None:
+            raise ModelSourceError(f"{where}: vae {data['vae']!r} is not a known configuration; known: "
+                                   f"{', '.join(presets.VAE_CONFIGS)} (or give its fields as an object).")
+        data["vae"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(named).items()}
+    if base is None and data.get("name") in presets.names():
+        base = data["name"]  # earlier folders name their preset this way
+    return (presets.get(base) if base else None), data
+
+
+def _blank_preset(overrides: dict, where: Path, folder: Path) -> Preset:
+    """The base of a folder that names no preset: the config classes' defaults, for an
+    `infinistar.json` that gives every top-level field."""
+    hints = typing.get_type_hints(Preset)
+    nested = [name for name, hint in hints.items() if dataclasses.is_dataclass(hint)]
+    required = [f.name for f in dataclasses.fields(Preset) if f.default is dataclasses.MISSING and f.name not in nested]
+    missing = [name for name in required if name not in overrides]
+    if missing:
+        dirs = ", ".join(presets.get(n).checkpoint_dir for n in presets.names())
+        raise ModelSourceError(
+            f"{folder} holds no transformer folder of a preset (looked for {dirs}) and {where.name} names no "
+            f"\"base\" preset, so it must give every field; it lacks {', '.join(missing)}.")
+    return Preset(**{name: overrides[name] for name in required},
+                  **{name: hints[name]() for name in nested})
+
+
+def describe_folder(folder: Path) -> ModelDescription:
+    """The preset a model folder starts from (its `infinistar.json` `base`, a `name` that is a preset,
+    else the preset whose transformer folder it holds, else the json alone), overrides applied."""
+    path, data = weights.read_model_json(folder)
+    base, data = _json_preset(data, path)
+    overrides = weights.validate_overrides(data, Preset, str(path)) if data else {}
+    if base is None:
+        found = [presets.get(n) for n in presets.names() if (folder / presets.get(n).checkpoint_dir).is_dir()]
+        base = found[0] if found else _blank_preset(overrides, path, folder)
+    vae_fields = tuple(overrides.get("vae", {}))
+    source = str(path) if data else f"the {base.name!r} preset"
+    return ModelDescription(weights.apply_overrides(base, overrides), vae_fields, source)
+
+
 def preset_for_folder(folder: Path) -> Preset:
     """The preset a model folder starts from, with its `infinistar.json` overrides applied."""
-    overrides = weights.read_model_overrides(folder, Preset)
-    base_name = overrides.get("name")
-    if base_name in presets.names():
-        base = presets.get(base_name)
-    else:
-        found = [presets.get(n) for n in presets.names() if (folder / presets.get(n).checkpoint_dir).is_dir()]
-        if not found:
-            dirs = ", ".join(presets.get(n).checkpoint_dir for n in presets.names())
-            raise ModelSourceError(f"{folder} holds no transformer folder (looked for {dirs}).")
-        base = found[0]
-    return weights.apply_overrides(base, overrides)
+    return describe_folder(folder).preset
 
 
 def load_transformer(preset: Preset, folder: Path, device: torch.device, weights_mode: str = "bf16",
-                     home: Optional[torch.device] = None) -> InfinityTransformer:
+                     home: Optional[torch.device] = None, described_by: Optional[str] = None) -> InfinityTransformer:
     """The transformer for compute on `device`, its tensors placed on `home` (default: device).
+    `described_by` (an infinistar.json) is named in a shape-mismatch error.
 
     8-bit modes read every tensor memory-mapped as stored, then quantize the blocks' linears
     one block at a time straight onto `home`: no float copy of the model is made there.
     """
     home = home or device
+    source = f"{folder}, built as {described_by} says," if described_by else None
     with torch.device("meta"):
         model = InfinityTransformer(preset.transformer)
     if quant.check_mode(weights_mode) == "bf16":
-        weights.load_safetensors_dir(model, folder, dtype_for=block_dtype_for(device), device=home)
+        weights.load_safetensors_dir(model, folder, dtype_for=block_dtype_for(device), device=home, source=source)
     else:
         block_dtype = block_dtype_for(device)("blocks.")
         keep_blocks = lambda key: None if key.startswith(BLOCK_PREFIXES) else torch.float32  # noqa: E731
-        weights.load_safetensors_dir(model, folder, dtype_for=keep_blocks, device="cpu")
+        weights.load_safetensors_dir(model, folder, dtype_for=keep_blocks, device="cpu", source=source)
         quant.quantize_transformer(model, weights_mode, home, dtype=block_dtype)
         model.to(device=home)  # embeddings and heads; the blocks are there already
     return model.eval().requires_grad_(False)
 
 
-def load_vae(preset: Preset, folder: Path, device: torch.device) -> VideoVAE:
+def load_vae(preset: Preset, folder: Path, device: torch.device, vae_fields: tuple[str, ...] = (),
+             source: str = "") -> VideoVAE:
+    """The VAE of `folder`, built as the preset says, or as its shapes say when the preset's
+    configuration does not fit and `infinistar.json` states nothing contradicting them (vae_shapes)."""
     converted, pth = folder / VAE_SAFETENSORS, folder / hub.VAE_FILE
     if converted.is_file():
-        state = weights.load_safetensors_file(converted)
+        file, state = converted, weights.load_safetensors_file(converted)
     elif pth.is_file():
-        state = weights.load_torch_checkpoint(pth, key="vae")
+        file, state = pth, weights.load_torch_checkpoint(pth, key="vae")
     else:
         raise ModelSourceError(f"{folder} has no {hub.VAE_FILE}.")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    description = source if source.endswith(".json") else str(folder / weights.OVERRIDES_FILE)
+    config = resolve_vae_config(preset.vae, shapes, vae_fields, str(file), description)
     with torch.device("meta"):
-        vae = VideoVAE(vae_config(preset.vae))
+        vae = VideoVAE(config)
     vae.load_official_state_dict(state, assign=True)
     return vae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
 
@@ -158,18 +216,26 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
         raise quant.WeightModeError("--weights fp8 needs float8 tensors, which MPS lacks; use --weights int8.")
     name = str(model)
     if name in presets.names():
-        preset = presets.get(name)
+        described = ModelDescription(presets.get(name))
         folder = TINY_DIR if name == "tiny" else hub.resolve_model_dir(name, cache_dir)
     elif Path(name).is_dir():
         folder = Path(name)
-        preset = preset_for_folder(folder)
+        described = describe_folder(folder)
     elif "/" in name or "\\" in name or name.startswith("."):
         raise ModelSourceError(f"model folder {name} does not exist.")
     else:
-        preset = presets.get(name)  # an unknown name: UnknownPresetError lists the known ones
+        described = ModelDescription(presets.get(name))  # unknown: UnknownPresetError lists the known ones
+    preset = described.preset
     home = offload.home_device(offload_mode, device)
-    transformer = load_transformer(preset, folder / preset.checkpoint_dir, device, weights_mode, home)
-    vae = load_vae(preset, folder, home)
+    transformer = load_transformer(preset, folder / preset.checkpoint_dir, device, weights_mode, home,
+                                   described.source if described.source.endswith(".json") else None)
+    vae = load_vae(preset, folder, home, described.vae_fields, described.source)
+    if vae.config.feature_channels != preset.transformer.vae_channels:
+        raise ModelSourceError(
+            f"the VAE makes {vae.config.feature_channels}-channel latents (4 x vae.latent_channels "
+            f"{vae.config.latent_channels}), the transformer takes {preset.transformer.vae_channels} "
+            "(transformer.vae_channels).")
+    preset = dataclasses.replace(preset, vae=vae.config)
     text = load_text_encoder(preset, folder, home, torch.bfloat16 if device.type == "cuda" else None)
     if text.channels != preset.transformer.text_channels:
         raise ModelSourceError(

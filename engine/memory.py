@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine import offload, quant
-from engine.presets import Preset, TransformerConfig
+from engine.presets import Preset, TransformerConfig, VAEConfig
 from engine.schedule import Schedule, build_schedule, kv_cache_elements
 
 GIB = 2**30
@@ -68,7 +68,7 @@ def text_encoder_params(name: str) -> int:
     return vocab * d + layers * per_layer + 32 * heads + d
 
 
-def vae_params(name: str) -> int:
+def vae_params(name: str | VAEConfig) -> int:
     import torch
 
     from engine.vae import VideoVAE, vae_config

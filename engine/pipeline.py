@@ -48,6 +48,13 @@ def frames_for(preset: Preset, mode: str, seconds: Optional[int]) -> int:
     return frames
 
 
+def decorates(request: GenerationRequest) -> bool:
+    """Whether the prompt gets the official decoration: as asked, else for videos only."""
+    if request.prompt_decoration is None:
+        return request.mode != "t2i"
+    return request.prompt_decoration
+
+
 def sampling_for(preset: Preset, request: GenerationRequest) -> SamplingConfig:
     """The preset's sampling defaults with the request's explicit choices applied."""
     changes = {"seed": request.seed}
@@ -104,10 +111,10 @@ class Pipeline:
         return nullcontext()
 
     def prompt_text(self, request: GenerationRequest, frames: int) -> str:
-        """The text sent to the encoder: the official decoration unless switched off."""
+        """The text sent to the encoder: the preset's decoration when `decorates` says so."""
         seconds = None if frames == 1 else (frames - 1) // self.preset.fps
-        return prompt_text(request.prompt, preset=self.preset.name, seconds=seconds,
-                           decorate=request.prompt_decoration)
+        return prompt_text(request.prompt, decoration=self.preset.decoration, seconds=seconds,
+                           decorate=decorates(request))
 
     def schedule(self, request: GenerationRequest) -> Schedule:
         return build_schedule(self.preset, frames_for(self.preset, request.mode, request.seconds))
@@ -212,7 +219,7 @@ class Pipeline:
             "preset": p.name,
             "prompt": request.prompt,
             "prompt_sent": sent,
-            "prompt_decoration": request.prompt_decoration,
+            "prompt_decoration": decorates(request),
             "negative_prompt": request.negative_prompt,
             "seed": request.seed,
             "guidance": sampling.guidance,

@@ -6,10 +6,15 @@ text table, ...) is a field here whose default reproduces the released behaviour
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 from engine.errors import RequestError, UnknownPresetError
 from engine.request import sampling_value_problem
+
+# The released 720p/480p scripts append this to every video prompt; the interactive script does not.
+RELEASED_STYLE_SUFFIX = ", Close-up on big objects, emphasize scale and detail"
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,72 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class VAEConfig:
+    """Every construction field of the official `AutoencoderKLCogVideoX` that shapes the model
+    (engine.vae builds it; spec/vae.md).
+
+    Fixed by the official code and therefore not fields: RMS norms, SiLU, DC ("3d-dc") samplers
+    with norm, spatial factor 2 in every sampler, no attention, no quant convs, two mid-block
+    resnets, a 2x2 latent fold.
+    """
+
+    name: str = "released"
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 16
+    block_out_channels: tuple[int, ...] = (96, 192, 384, 384, 384)
+    layers_per_block: int = 2
+    spatial_compression: tuple[int, ...] = (2, 2, 2)
+    temporal_compression: tuple[int, ...] = (2, 2)
+    semantic_dim: int = 16  # bits of `quantizer.lfq_semantic`
+    detail_dim: int = 64  # bits of `quantizer.lfq_detail`
+
+    def __post_init__(self) -> None:
+        blocks = len(self.block_out_channels) - 1
+        if any(f != 2 for f in self.spatial_compression):
+            raise ValueError("the DC samplers only support spatial factor 2")
+        if len(self.spatial_compression) > blocks or len(self.temporal_compression) > blocks:
+            raise ValueError("more compression steps than encoder blocks")
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the transformer-facing latent (latent_channels folded 2x2)."""
+        return 4 * self.latent_channels
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per latent cell along H or W (encoder factors times the 2x2 fold)."""
+        return 2 ** len(self.spatial_compression) * 2
+
+    @property
+    def temporal_factor(self) -> int:
+        return math.prod(self.temporal_compression)
+
+
+VAE_CONFIGS = {
+    "released": VAEConfig(),
+    # The golden fixtures' VAE (tests/fixtures/golden/config.json): narrow, otherwise released.
+    "golden": VAEConfig(name="golden", block_out_channels=(4, 8, 8, 8, 8)),
+    # The tiny preset's trained VAE (engine/assets/tiny), wider than the golden one. The earlier
+    # 4-8-8-8-8 tiny VAE, trained at lr 2e-3, drew red and green as yellow; the shipped one uses
+    # engine.train's recipe (README, "The tiny model"); the narrow width was not retried with it.
+    "tiny": VAEConfig(name="tiny", block_out_channels=(8, 16, 16, 16, 16)),
+}
+
+
+@dataclass(frozen=True)
+class PromptDecoration:
+    """What the official video scripts add to a prompt before T5 (pipeline spec §2.1).
+
+    Images get neither unless decoration is asked for (then only the suffix): the image training
+    captions carry no tag, and the suffix belongs to the video scripts.
+    """
+
+    duration_tag: bool = True  # `<<<t=5s>>>` before a video prompt (append_duration2caption)
+    suffix: str = ""  # appended to the prompt: RELEASED_STYLE_SUFFIX for the 720p/480p scripts
+
+
+@dataclass(frozen=True)
 class Preset:
     """A runnable model: architecture, schedule, sampling defaults and the weights it needs."""
 
@@ -98,12 +169,16 @@ class Preset:
     transformer: TransformerConfig
     schedule: ScheduleConfig
     sampling: SamplingConfig
-    vae: str  # "released" | "tiny", resolved by engine.vae
+    vae: VAEConfig
     text_encoder: str  # "flan-t5-xl" | "tiny", resolved by engine.text
     fps: int
     frames: tuple[int, ...]  # video frame counts offered; 1 (text-to-image) is always allowed too
     checkpoint_dir: str  # folder of the hub repo holding the transformer shards
     description: str
+    decoration: PromptDecoration = PromptDecoration()
+    # How `extend` and story segments continue a video: "forced" = the conditioning window's clips
+    # are forced (480p/720p/tiny), "interact" = the InfinityStar-Interact recipe (engine.conditioning).
+    continuation: Literal["forced", "interact"] = "forced"
 
     @property
     def allowed_frames(self) -> tuple[int, ...]:
@@ -118,12 +193,13 @@ _PRESETS: dict[str, Preset] = {
         transformer=QWEN8B,
         schedule=ScheduleConfig(),
         sampling=SamplingConfig(),
-        vae="released",
+        vae=VAE_CONFIGS["released"],
         text_encoder="flan-t5-xl",
         fps=16,
         frames=(81,),
         checkpoint_dir="infinitystar_8b_720p_weights",
         description="InfinityStar 8B, 720x1280, 5 s (81 frames) at 16 fps",
+        decoration=PromptDecoration(suffix=RELEASED_STYLE_SUFFIX),
     ),
     "480p": Preset(
         name="480p",
@@ -137,12 +213,13 @@ _PRESETS: dict[str, Preset] = {
             detail_scale_min_tokens=350,
         ),
         sampling=SamplingConfig(),
-        vae="released",
+        vae=VAE_CONFIGS["released"],
         text_encoder="flan-t5-xl",
         fps=16,
         frames=(81, 161),
         checkpoint_dir="infinitystar_8b_480p_weights",
         description="InfinityStar 8B, 480x848, 5 s or 10 s (81/161 frames) at 16 fps",
+        decoration=PromptDecoration(suffix=RELEASED_STYLE_SUFFIX),
     ),
     "interact": Preset(
         name="interact",
@@ -159,12 +236,13 @@ _PRESETS: dict[str, Preset] = {
         sampling=SamplingConfig(
             guidance="cfg", cfg_scale=3.0, tau_image=0.5, tau_video=0.5, seed=0, max_repeat_times=1000
         ),
-        vae="released",
+        vae=VAE_CONFIGS["released"],
         text_encoder="flan-t5-xl",
         fps=16,
         frames=(81,),
         checkpoint_dir="InfinityStarInteract_24K_iters",
         description="InfinityStar-Interact 8B, 480x848; --then/--story and extend continue 5 s per prompt",
+        continuation="interact",
     ),
     # Exactly the architecture and schedule of tests/fixtures/golden (CPU seconds); the shipped
     # weights are trained by engine.train, the golden tests load their own random ones.
@@ -196,7 +274,7 @@ _PRESETS: dict[str, Preset] = {
         # Tuned for the shipped weights (trained on engine.data.synthetic, README "The tiny model"):
         # plain CFG 2 and temperature 0.5 (t2v 28/30 on held-out seeds 5-7; CFG 3: 27, CFG 4-5: lower).
         sampling=SamplingConfig(guidance="cfg", cfg_scale=2.0, tau_image=0.5, tau_video=0.5),
-        vae="tiny",
+        vae=VAE_CONFIGS["tiny"],
         text_encoder="tiny",
         fps=16,
         frames=(17, 33),

@@ -37,7 +37,9 @@ class GenerationRequest:
     cfg: Optional[float] = None
     tau_image: Optional[float] = None
     tau_video: Optional[float] = None
-    prompt_decoration: bool = True
+    # The preset's official decoration (engine.presets.PromptDecoration); None = the mode's default:
+    # on for videos, off for images (t2i sends the plain prompt, as image captions were trained).
+    prompt_decoration: Optional[bool] = None
     image: Optional[Path] = None
     video: Optional[Path] = None
     # i2v/extend: None = the preset's aspect template, "auto" = the input's own ratio, or "W:H".

@@ -6,28 +6,20 @@ from typing import Optional, Sequence
 
 import torch
 
+from engine.presets import PromptDecoration
 from engine.weights import read_safetensors_header, reading_safetensors
-
-# The released 720p/480p scripts append this to every prompt; the interactive script does not.
-RELEASED_STYLE_SUFFIX = ", Close-up on big objects, emphasize scale and detail"
-STYLE_SUFFIXES = {"720p": RELEASED_STYLE_SUFFIX, "480p": RELEASED_STYLE_SUFFIX, "interact": ""}
 
 TINY_MAX_LENGTH = 64
 FLAN_T5_MAX_LENGTH = 512
 
 
-def style_suffix(preset_name: str) -> str:
-    """The style suffix the official script of `preset_name` appends ("" for other presets)."""
-    return STYLE_SUFFIXES.get(preset_name, "")
-
-
-def decorate_prompt(prompt: str, *, seconds: Optional[int], suffix: str = "") -> str:
+def decorate_prompt(prompt: str, *, seconds: Optional[int], suffix: str = "", tag: bool = True) -> str:
     """Text the model was trained on: `<<<t={seconds}s>>>` + prompt + suffix.
 
     `seconds=None` means an image: images were trained without the duration tag.
     """
-    tag = "" if seconds is None else f"<<<t={int(seconds)}s>>>"
-    return f"{tag}{prompt}{suffix}"
+    prefix = "" if seconds is None or not tag else f"<<<t={int(seconds)}s>>>"
+    return f"{prefix}{prompt}{suffix}"
 
 
 def _dtype_kwarg(dtype: torch.dtype) -> dict:
@@ -39,12 +31,13 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict:
     return {key: dtype}
 
 
-def prompt_text(prompt: str, *, preset: str, seconds: Optional[int], decorate: bool = True) -> str:
-    """The text a request hands to T5: decorated like the official script of `preset` (videos get
-    the duration tag, images none), or the prompt unchanged when decoration is switched off."""
+def prompt_text(prompt: str, *, decoration: PromptDecoration, seconds: Optional[int],
+                decorate: bool = True) -> str:
+    """The text a request hands to T5: decorated as `decoration` says (the preset's field; videos
+    get the duration tag, images none), or the prompt unchanged when decoration is switched off."""
     if not decorate:
         return prompt
-    return decorate_prompt(prompt, seconds=seconds, suffix=style_suffix(preset))
+    return decorate_prompt(prompt, seconds=seconds, suffix=decoration.suffix, tag=decoration.duration_tag)
 
 
 class TextEncoder:

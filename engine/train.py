@@ -37,7 +37,7 @@ from engine.rope import text_rope, visual_rope
 from engine.schedule import Schedule, build_schedule, dense_visibility
 from engine.text import TextEncoder, prompt_text
 from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE, fold_2x2, gaussian_posterior, vae_config
+from engine.vae import VideoVAE, fold_2x2, gaussian_posterior
 
 Log = Callable[[str, int, dict], None]  # (phase, step, metrics)
 
@@ -146,7 +146,7 @@ def train_vae(preset: Preset, cfg: TrainConfig, log: Log = _no_log, vae: VideoVA
     frames = preset.frames[0]
     schedule = build_schedule(preset, frames)
     height, width = schedule.pixel_size
-    vae = (vae or VideoVAE(vae_config(preset.vae))).train().requires_grad_(True)
+    vae = (vae or VideoVAE(preset.vae)).train().requires_grad_(True)
     image_schedule = build_schedule(preset, 1)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.vae_lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -312,7 +312,7 @@ def encode_dataset(vae: VideoVAE, preset: Preset, count: int, seed: int, chunk: 
         raw = vae.encode_raw_features(pixels, generator)
         for i, b in enumerate(encode_bits(raw, schedule)):
             steps[i].append(b)
-        prompts += [prompt_text(c, preset=preset.name, seconds=seconds) for c in captions]
+        prompts += [prompt_text(c, decoration=preset.decoration, seconds=seconds) for c in captions]
     return Dataset([torch.cat(s) for s in steps], prompts)
 
 

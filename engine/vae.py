@@ -12,80 +12,29 @@ quantizer's two `mask` buffers so the official state dict loads strictly.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.errors import VAEInputError, VAEWeightsError
+from engine.presets import VAE_CONFIGS, VAEConfig
 from engine.vae_blocks import (CausalConv3d, ConvCache, DownBlock, MidBlock, RMSNorm,
                                SpatialNorm, UpBlock, inplace_ok)
 
 LATENT_FRAMES_PER_CHUNK = 2  # decoder: latent frames per call after the first chunk (official)
 
 
-@dataclass(frozen=True)
-class VAEConfig:
-    """Every construction field of the official `AutoencoderKLCogVideoX` that shapes the model.
-
-    Fixed by the official code and therefore not fields: RMS norms, SiLU, DC ("3d-dc") samplers
-    with norm, spatial factor 2 in every sampler, no attention, no quant convs, two mid-block
-    resnets, a 2x2 latent fold.
-    """
-
-    name: str = "released"
-    in_channels: int = 3
-    out_channels: int = 3
-    latent_channels: int = 16
-    block_out_channels: tuple[int, ...] = (96, 192, 384, 384, 384)
-    layers_per_block: int = 2
-    spatial_compression: tuple[int, ...] = (2, 2, 2)
-    temporal_compression: tuple[int, ...] = (2, 2)
-    semantic_dim: int = 16  # bits of `quantizer.lfq_semantic`
-    detail_dim: int = 64  # bits of `quantizer.lfq_detail`
-
-    def __post_init__(self) -> None:
-        blocks = len(self.block_out_channels) - 1
-        if any(f != 2 for f in self.spatial_compression):
-            raise ValueError("the DC samplers only support spatial factor 2")
-        if len(self.spatial_compression) > blocks or len(self.temporal_compression) > blocks:
-            raise ValueError("more compression steps than encoder blocks")
-
-    @property
-    def feature_channels(self) -> int:
-        """Channels of the transformer-facing latent (latent_channels folded 2x2)."""
-        return 4 * self.latent_channels
-
-    @property
-    def spatial_factor(self) -> int:
-        """Pixels per latent cell along H or W (encoder factors times the 2x2 fold)."""
-        return 2 ** len(self.spatial_compression) * 2
-
-    @property
-    def temporal_factor(self) -> int:
-        return math.prod(self.temporal_compression)
-
-
-_CONFIGS = {
-    "released": VAEConfig(),
-    # The golden fixtures' VAE (tests/fixtures/golden/config.json): narrow, otherwise released.
-    "golden": VAEConfig(name="golden", block_out_channels=(4, 8, 8, 8, 8)),
-    # The tiny preset's trained VAE (engine/assets/tiny), wider than the golden one. The earlier
-    # 4-8-8-8-8 tiny VAE, trained at lr 2e-3, drew red and green as yellow; the shipped one uses
-    # engine.train's recipe (README, "The tiny model"); the narrow width was not retried with it.
-    "tiny": VAEConfig(name="tiny", block_out_channels=(8, 16, 16, 16, 16)),
-}
-
-
-def vae_config(name: str) -> VAEConfig:
-    """Named VAE configuration: "released" (infinitystar_videovae.pth), "golden" (golden tests) or "tiny"."""
+def vae_config(name: str | VAEConfig) -> VAEConfig:
+    """Named VAE configuration: "released" (infinitystar_videovae.pth), "golden" (golden tests) or
+    "tiny" (engine.presets.VAE_CONFIGS); a VAEConfig is returned as it is."""
+    if isinstance(name, VAEConfig):
+        return name
     try:
-        return _CONFIGS[name]
+        return VAE_CONFIGS[name]
     except KeyError:
-        raise KeyError(f"unknown VAE config {name!r}; known: {', '.join(_CONFIGS)}") from None
+        raise KeyError(f"unknown VAE config {name!r}; known: {', '.join(VAE_CONFIGS)}") from None
 
 
 def _bit_mask(bits: int) -> Tensor:

@@ -169,6 +169,7 @@ def load_safetensors_dir(
     dtype_for: Optional[DtypeFor] = None,
     strict: bool = True,
     device: Device = "cpu",
+    source: Optional[str] = None,
 ) -> LoadReport:
     """Load an HF-layout safetensors folder (index + shards, or one model.safetensors) into
     `module`, typically built under `torch.device("meta")`.
@@ -176,6 +177,7 @@ def load_safetensors_dir(
     dtype_for(key) -> dtype | None picks each floating tensor's dtype (None: keep the stored one);
     without it a tensor takes the dtype the module declares for that key. Integer tensors keep
     theirs. Non-persistent buffers are not in checkpoints: the caller materialises them.
+    `source` names the checkpoint in a mismatch error (default: "Checkpoint <folder>").
     """
     folder = Path(folder)
     shards = _shard_map(folder)
@@ -188,7 +190,7 @@ def load_safetensors_dir(
             found[name] = header[name][1]
     entries = _module_entries(module)
     missing, unexpected = check_keys(
-        {k: tuple(v.shape) for k, v in entries.items()}, found, strict, f"Checkpoint {folder}"
+        {k: tuple(v.shape) for k, v in entries.items()}, found, strict, source or f"Checkpoint {folder}"
     )
     count = nbytes = 0
     for file, names in shards.items():
@@ -386,7 +388,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _validate_overrides(data: Any, schema: type, where: str) -> dict[str, Any]:
+def validate_overrides(data: Any, schema: type, where: str) -> dict[str, Any]:
+    """Fields of `data` checked against the dataclass `schema` (see read_model_overrides)."""
     if not isinstance(data, dict):
         raise WeightsError(f"{where}: expected a JSON object.")
     hints = typing.get_type_hints(schema)
@@ -397,24 +400,32 @@ def _validate_overrides(data: Any, schema: type, where: str) -> dict[str, Any]:
             raise WeightsError(f"{where}: unknown field {key!r} (known: {', '.join(known)}).")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            out[key] = _validate_overrides(value, hint, f"{where}: {key}")
+            out[key] = validate_overrides(value, hint, f"{where}: {key}")
         else:
             out[key] = _coerce(value, hint, f"{where}: {key}")
     return out
+
+
+def read_model_json(model_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """(path, parsed object) of a model folder's `infinistar.json`; no file: (path, {})."""
+    path = Path(model_dir) / OVERRIDES_FILE
+    if not path.is_file():
+        return path, {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise WeightsError(f"{path} is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object.")
+    return path, data
 
 
 def read_model_overrides(model_dir: str | Path, schema: type) -> dict[str, Any]:
     """Fields of `infinistar.json` in a model folder, validated against the dataclass `schema`
     (e.g. the Preset class): unknown names and wrong types are errors. Nested dataclass fields take
     nested objects. No file: {}."""
-    path = Path(model_dir) / OVERRIDES_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"{path} is not valid JSON ({error}).") from None
-    return _validate_overrides(data, schema, str(path))
+    path, data = read_model_json(model_dir)
+    return validate_overrides(data, schema, str(path)) if data else {}
 
 
 def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:

@@ -91,8 +91,11 @@ def generation_options(video: bool, mode: Optional[str] = None):
         video and option("--tau-video", type=SamplingNumber("tau_video"),
                          help="Sampling temperature of the video scales, 0.001 to 10 [default: the preset's]."),
         option("--negative-prompt", default="", help="What to steer away from [default: none]."),
-        option("--prompt-decoration/--no-prompt-decoration", default=True, show_default=True,
-               help="Add the duration tag and style suffix the official scripts add."),
+        option("--prompt-decoration/--no-prompt-decoration", default=None,
+               help="Add the duration tag and style suffix the official video scripts add "
+                    "[default: on for videos, off for images]." if video else
+                    "Add the style suffix the official video scripts add (images get no duration "
+                    "tag) [default: off: the plain prompt, as image captions were trained]."),
         option("--prompt-file", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
                help="Batch: one prompt per line (.txt) or JSON object per line (.jsonl); - reads stdin."),
         option("--cache-dir", type=click.Path(file_okay=False), envvar="INFINISTAR_CACHE", metavar="DIR",

@@ -37,7 +37,8 @@ class Common(BaseModel):
     cfg: Optional[float] = Field(None, description="Guidance scale, 0 to 1000 [default: the preset's].")
     tau_image: Optional[float] = Field(None, description="Temperature of the image scales, 0.001 to 10.")
     negative_prompt: str = Field("", max_length=MAX_LINE_BYTES, description="What to steer away from.")
-    prompt_decoration: bool = Field(True, description="Add the official duration tag and style suffix.")
+    prompt_decoration: Optional[bool] = Field(
+        None, description="Add the official duration tag and style suffix [default: on for videos, off for images].")
 
     @field_validator("cfg", "tau_image", "tau_video", check_fields=False)
     @classmethod

@@ -28,7 +28,7 @@ def test_t2v_writes_named_mp4_with_metadata(fake):
     assert meta["preset"] == "720p"  # the engine's metadata is kept
     assert fake.loads == [("720p", "auto")]
     request = fake.requests[0]
-    assert (request.mode, request.seconds, request.cfg, request.prompt_decoration) == ("t2v", None, None, True)
+    assert (request.mode, request.seconds, request.cfg, request.prompt_decoration) == ("t2v", None, None, None)
 
 
 def test_seconds_10_picks_480p(fake):

@@ -12,7 +12,8 @@ from PIL import Image
 import engine.pipeline as pipeline_module
 from engine import conditioning, presets
 from engine.conditioning import (ConditioningError, encode_reference, extend_layout, extend_steps, load_image,
-                                 open_image, read_video_resampled, transform_image)
+                                 open_image, transform_image)
+from engine.video_window import read_resampled
 from engine.errors import MediaError
 from engine.quantizer import latent_from_bits
 from engine.request import GenerationRequest
@@ -21,6 +22,11 @@ from media_fakes import (tiny_pipeline, flat_frames, one_thread, pattern_frames,
                          write_video)
 
 TINY = presets.get("tiny")
+
+
+def read_video_resampled(path, fps, size_for):
+    """The extend reader's time-based resampling of a whole video."""
+    return read_resampled(path, fps, size_for, transform_image)
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +152,18 @@ def test_extend_forces_the_last_window(pipe, sampled, tmp_path):
     assert torch.equal(out.latent[:, :, :5], window_latent)
     # the first output frames are the decoded re-quantized window (frame 0 smoothed, spec §5.5 step 7)
     assert torch.equal(result.frames[7:24], pipe.decode(window_latent))
-    assert result.metadata["window"] == {"start_frame": 7, "frames": 17, "from_start": False}
+    window = result.metadata["window"]
+    assert (window["start_frame"], window["frames"], window["from_start"]) == (7, 17, False)
+    assert window["source_frames"] == list(range(7, 24))  # 16 fps in, 16 fps out: frame for frame
 
     new = pipe.run(GenerationRequest(mode="extend", prompt="more", seed=3, video=source, only_new=True,
                                      from_start=True))
     assert new.frames.shape[0] == 16 and torch.equal(new.frames, new.decoded[17:])
-    bits = encode_reference(pipe.components.vae, inputs[:17], window_schedule, seed=3)
+    # --from-start: the official stretch of the first second over 17 frames, linspace(0, 15, 17) rounded down
+    official = [0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    bits = encode_reference(pipe.components.vae, inputs[official], window_schedule, seed=3)
     assert torch.equal(sampled[1][1].latent[:, :, :5], latent_from_bits(bits, window_schedule))
-    assert new.metadata["window"]["start_frame"] == 0
+    assert new.metadata["window"]["start_frame"] == 0 and new.metadata["window"]["source_frames"] == official
 
 
 def test_extend_window_length(pipe, tmp_path):
@@ -189,7 +199,7 @@ def test_interact_recipe_story(pipe, sampled):
     from engine.pipeline import Pipeline
     from engine.story import story_requests
 
-    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,))))
+    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,), continuation="interact")))
     results = list(interact.run_story(story_requests(GenerationRequest(mode="t2v", prompt="a", seed=1), ["b", "c"])))
     assert [len(r.frames) for r in results] == [17, 16, 16]
     calls = [kwargs for kwargs, _ in sampled]
@@ -212,7 +222,7 @@ def test_interact_recipe_story(pipe, sampled):
 def test_interact_extend_encodes_the_window_raw(pipe, tmp_path):
     from engine.pipeline import Pipeline
 
-    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,))))
+    interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,), continuation="interact")))
     source = write_video(tmp_path / "in.mp4", pattern_frames(20))
     cond = conditioning.resolve(interact, GenerationRequest(mode="extend", prompt="", seed=2, video=source), 0)
     inputs, _ = read_video_resampled(source, 16, lambda w, h: (48, 64))

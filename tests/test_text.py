@@ -2,20 +2,28 @@
 import pytest
 import torch
 
-from engine.text import RELEASED_STYLE_SUFFIX, TextEncoder, decorate_prompt, prompt_text, style_suffix
+from engine import presets
+from engine.presets import RELEASED_STYLE_SUFFIX, PromptDecoration
+from engine.text import TextEncoder, decorate_prompt, prompt_text
+
+
+def _decoration(name: str) -> PromptDecoration:
+    return presets.get(name).decoration
 
 
 def test_decoration_matches_the_official_scripts():
     suffix = ", Close-up on big objects, emphasize scale and detail"
     assert RELEASED_STYLE_SUFFIX == suffix
-    assert decorate_prompt("a fox", seconds=5, suffix=style_suffix("720p")) == f"<<<t=5s>>>a fox{suffix}"
-    assert decorate_prompt("a fox", seconds=10, suffix=style_suffix("480p")) == f"<<<t=10s>>>a fox{suffix}"
-    assert decorate_prompt("a fox", seconds=5, suffix=style_suffix("interact")) == "<<<t=5s>>>a fox"
-    assert decorate_prompt("a fox", seconds=None, suffix=style_suffix("720p")) == f"a fox{suffix}"  # images
-    assert style_suffix("tiny") == "" and decorate_prompt("a", seconds=None) == "a"
-    assert prompt_text("a", preset="480p", seconds=10) == f"<<<t=10s>>>a{suffix}"
-    assert prompt_text("a", preset="tiny", seconds=2) == "<<<t=2s>>>a"
-    assert prompt_text("a", preset="720p", seconds=5, decorate=False) == "a"
+    for name, seconds in (("720p", 5), ("480p", 10)):
+        assert prompt_text("a fox", decoration=_decoration(name), seconds=seconds) == f"<<<t={seconds}s>>>a fox{suffix}"
+    assert prompt_text("a fox", decoration=_decoration("interact"), seconds=5) == "<<<t=5s>>>a fox"
+    assert prompt_text("a", decoration=_decoration("tiny"), seconds=2) == "<<<t=2s>>>a"
+    # Images: no tag; a decorated image prompt gets only the suffix.
+    assert prompt_text("a fox", decoration=_decoration("720p"), seconds=None) == f"a fox{suffix}"
+    assert decorate_prompt("a", seconds=None) == "a"
+    assert prompt_text("a", decoration=_decoration("720p"), seconds=5, decorate=False) == "a"
+    no_tag = PromptDecoration(duration_tag=False, suffix="!")
+    assert prompt_text("a", decoration=no_tag, seconds=5) == "a!"
 
 
 @pytest.fixture(scope="module")
