@@ -46,7 +46,7 @@ def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, op
                 for key in ("frames", "output_frames", "segment"):
                     header.pop(key, None)
                 writer = video_io.VideoWriter(item.path, fps, metadata=header, overwrite=options["overwrite"],
-                                              crf=options.get("crf", 18))
+                                              crf=options.get("crf", 18), lossless=options.get("lossless", False))
             writer.write(result.frames)
             meta = result.metadata
             segments.append({key: meta.get(key) for key in ("segment", "prompt", "prompt_sent", "seed", "forced_scales",
