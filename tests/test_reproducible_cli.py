@@ -60,7 +60,7 @@ def test_same_seed_same_decoded_frames_under_load_with_any_thread_count(tmp_path
         template = tmp_path / f"{threads}_{{index}}.{suffix}"
         done = subprocess.run(entry_point() + ["--quiet", "--device", "cpu", mode, *inputs, "--model", "tiny",
                                                "--prompt-file", "prompts.txt", "--seed", "5", "-o", str(template)],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, done.stderr
         outputs += [tmp_path / f"{threads}_{index}.{suffix}" for index in (1, 2)]
     digests = [hashlib.sha256(decoded(path)).hexdigest() for path in outputs]
