@@ -20,8 +20,8 @@ scales those bits force); the pipeline then makes the same `sample_latent` call 
   story's first latent + the window's last two), attended by a one-clip segment schedule; the
   window's last 20 latents and the new 20 are decoded together and the last 80 frames kept.
 - The VAE posterior sample: the reference draws ε from the unseeded global RNG; here it comes from
-  a separate `torch.Generator` on the VAE's device seeded with the request seed, so one seed fixes
-  the whole output.
+  a separate `torch.Generator` on the VAE's device seeded with the request's encode seed (by
+  default its seed), so one seed fixes the whole output.
 """
 from __future__ import annotations
 
@@ -319,9 +319,9 @@ def image_conditioning(pipeline, request, frames: int) -> Conditioning:
     height, width = schedule.pixel_size
     pixels = transform_image(load_image(image, max(height, width)), height, width)
     image_schedule = _sub_schedule(preset, 1, h_div_w)
-    bits = encode_reference(pipeline.components.vae, pixels[None], image_schedule, request.seed)
+    bits = encode_reference(pipeline.components.vae, pixels[None], image_schedule, request.posterior_seed)
     metadata = {"input": facts, "aspect": request.aspect or "preset", "template": schedule.template,
-                "forced_scales": schedule.scales_per_clip, "encode_seed": request.seed}
+                "forced_scales": schedule.scales_per_clip, "encode_seed": request.posterior_seed}
     return Conditioning(schedule, bits, schedule.scales_per_clip, metadata=metadata)
 
 
@@ -392,10 +392,10 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
     window_frames = frames[start:start + window]
     prefix = None if request.only_new or request.from_start else frames[:start]
     bits = encode_reference(pipeline.components.vae, window_frames, _sub_schedule(preset, window, h_div_w),
-                            request.seed)
+                            request.posterior_seed)
     skip = window if request.only_new else 0
     metadata = {"input": facts, "aspect": request.aspect or ("preset" if reference is None else "auto"),
-                "template": schedule.template, "forced_scales": forced, "encode_seed": request.seed,
+                "template": schedule.template, "forced_scales": forced, "encode_seed": request.posterior_seed,
                 "window": {**selection, "frames": window, "from_start": request.from_start},
                 "new_frames": schedule.num_frames - window, "only_new": request.only_new,
                 "prefix_frames": 0 if prefix is None else len(prefix)}
@@ -418,7 +418,7 @@ def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> 
             preset, request, reference, lambda r: build_segment_schedule(preset, r).pixel_size, window)
         vae = pipeline.components.vae
         device = vae.proj_down.weight.device
-        generator = torch.Generator(device=device).manual_seed(request.seed)
+        generator = torch.Generator(device=device).manual_seed(request.posterior_seed)
         former = vae.encode_raw_features(to_unit(frames[start:start + window]).to(device), generator=generator)
         first = former[:, :, :1]
         if not request.only_new:  # the input up to the window's end (only the window with from_start)
@@ -434,7 +434,7 @@ def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> 
                   ConditionTokens("detail_condition", detail, (0, clip - 1, clip), INTERACT_ROWS[1]))
     decoded = 1 + tc * (2 * clip - 1)  # the window's last `clip` latents and the new ones
     metadata = {"input": facts, "recipe": "interact", "conditions": {"semantic_scale": k, "rope_rows": INTERACT_ROWS},
-                "forced_scales": 0, "encode_seed": request.seed, "new_frames": new, "only_new": request.only_new,
+                "forced_scales": 0, "encode_seed": request.posterior_seed, "new_frames": new, "only_new": request.only_new,
                 "prefix_frames": 0 if prefix is None else len(prefix)}
     if start is not None:
         metadata["window"] = {**selection, "frames": window, "from_start": request.from_start}

@@ -62,6 +62,8 @@ def sampling_for(preset: Preset, request: GenerationRequest) -> SamplingConfig:
                          ("tau_video", request.tau_video)):
         if value is not None:
             changes[field] = float(value)
+    if request.guidance is not None:
+        changes["guidance"] = request.guidance
     for field in ("tau_image", "tau_video"):
         if changes.get(field, 1.0) <= 0:
             raise RequestError(f"--{field.replace('_', '-')} must be positive.")

@@ -48,6 +48,15 @@ class GenerationRequest:
     from_start: bool = False
     # extend: the result holds only the new frames (else the input followed by the continuation).
     only_new: bool = False
+    # "apg" | "cfg"; None = the preset's.
+    guidance: Optional[str] = None
+    # i2v/extend: seed of the VAE posterior draw of the input; None = `seed`.
+    encode_seed: Optional[int] = None
+
+    @property
+    def posterior_seed(self) -> int:
+        """Seed of the VAE posterior draw that encodes an input (i2v/extend)."""
+        return self.seed if self.encode_seed is None else self.encode_seed
 
     def __post_init__(self) -> None:
         for name in SAMPLING_RANGES:
@@ -55,6 +64,8 @@ class GenerationRequest:
             problem = None if value is None else sampling_value_problem(name, value)
             if problem:
                 raise RequestError(f"{name}: {problem}")
+        if self.guidance not in (None, "apg", "cfg"):
+            raise RequestError(f"guidance: {self.guidance!r} is not 'apg' or 'cfg'")
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,13 @@ def segment_seed(seed: int, k: int) -> int:
 
 
 def story_requests(first: GenerationRequest, prompts: Sequence[str]) -> list[GenerationRequest]:
-    """`first`, then one continuation per prompt; segment k samples with `segment_seed(seed, k)`."""
+    """`first`, then one continuation per prompt; segment k samples with `segment_seed(seed, k)` (and an
+    explicit encode seed steps the same way)."""
+    encode = first.encode_seed
     rest = [
         replace(first, mode="extend", prompt=prompt, seed=segment_seed(first.seed, k), seconds=None, image=None,
-                video=None, aspect=None, from_start=False, only_new=True)
+                video=None, aspect=None, from_start=False, only_new=True,
+                encode_seed=None if encode is None else segment_seed(encode, k))
         for k, prompt in enumerate(prompts, start=1)
     ]
     return [first, *rest]

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from engine import __version__, atomic
+from engine.encoding import h264
 from engine.errors import MediaError, OutputExistsError, OutputPathError
 
 VIDEO_SUFFIX = ".mp4"
@@ -117,7 +118,10 @@ def _as_frames(frames: Any) -> np.ndarray:
 class VideoWriter:
     """Streaming H.264 MP4 writer: feed uint8 chunks [t, H, W, 3], then close() to publish the file.
 
-    Used as a context manager, an exception (or Ctrl-C) inside the block discards everything.
+    yuv420p at quality `crf`, or with `lossless` RGB 4:4:4 that decodes to exactly the frames given;
+    either way the file depends on the frames alone (engine.encoding). The settings are recorded
+    in the metadata under "encoding". Used as a context manager, an exception (or Ctrl-C) inside
+    the block discards everything.
     """
 
     def __init__(
@@ -128,13 +132,14 @@ class VideoWriter:
         metadata: Optional[dict] = None,
         overwrite: bool = False,
         crf: int = 18,
+        lossless: bool = False,
     ) -> None:
         import av
 
         self.path = check_output_path(path, video=True, overwrite=overwrite)
         self.fps = Fraction(fps).limit_denominator(1001)
-        self.crf = crf
-        self.metadata = dict(metadata or {})
+        self.encoding = h264(crf, lossless)
+        self.metadata = {**(metadata or {}), "encoding": self.encoding.describe()}
         self.frames_written = 0
         self._stream = None
         self._overwrite = overwrite
@@ -150,11 +155,11 @@ class VideoWriter:
             raise
 
     def _open_stream(self, height: int, width: int) -> None:
-        if height % 2 or width % 2:
+        if (height % 2 or width % 2) and self.encoding.pix_fmt == "yuv420p":
             raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
-        stream = self._container.add_stream("libx264", rate=self.fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(self.crf)}
+        stream = self._container.add_stream(self.encoding.codec, rate=self.fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, self.encoding.pix_fmt
+        stream.options = self.encoding.stream_options()
         self._stream = stream
 
     def write(self, chunk: Any) -> None:
@@ -204,10 +209,11 @@ class VideoWriter:
 
 def write_mp4(
     frames: Any, path: str | Path, fps: int | float, *, metadata: Optional[dict] = None,
-    overwrite: bool = False, crf: int = 18,
+    overwrite: bool = False, crf: int = 18, lossless: bool = False,
 ) -> Path:
-    """Write uint8 frames [T, H, W, 3] as an H.264 MP4 (yuv420p, constant `fps`, quality `crf`)."""
-    with VideoWriter(path, fps, metadata=metadata, overwrite=overwrite, crf=crf) as writer:
+    """Write uint8 frames [T, H, W, 3] as an H.264 MP4 at constant `fps`: yuv420p at quality `crf`,
+    or RGB 4:4:4 that decodes exactly when `lossless`."""
+    with VideoWriter(path, fps, metadata=metadata, overwrite=overwrite, crf=crf, lossless=lossless) as writer:
         writer.write(frames)
     return writer.path
 
@@ -237,13 +243,15 @@ def write_png(frame: Any, path: str | Path, *, metadata: Optional[dict] = None, 
     return _publish_with_sidecar(staged, metadata, overwrite)
 
 
-def write_result(result: Any, path: str | Path, overwrite: bool = False, crf: int = 18) -> Path:
-    """Write a pipeline Result: MP4 when it has several frames, PNG for a single one."""
+def write_result(result: Any, path: str | Path, overwrite: bool = False, crf: int = 18,
+                 lossless: bool = False) -> Path:
+    """Write a pipeline Result: MP4 when it has several frames, PNG (always exact) for a single one."""
     frames = _as_frames(result.frames)
     video = frames.shape[0] > 1
     check_output_path(path, video=video, overwrite=overwrite)
     if video:
-        return write_mp4(frames, path, result.fps, metadata=result.metadata, overwrite=overwrite, crf=crf)
+        return write_mp4(frames, path, result.fps, metadata=result.metadata, overwrite=overwrite, crf=crf,
+                         lossless=lossless)
     return write_png(frames, path, metadata=result.metadata, overwrite=overwrite)
 
 

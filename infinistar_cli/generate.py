@@ -35,6 +35,7 @@ INPUTS = {"i2v": "image", "extend": "video"}
 # engine.offload.OFFLOAD_MODES and engine.quant.WEIGHT_MODES, repeated so `--help` needs no torch.
 OFFLOAD_MODES = ("none", "model", "blocks")
 WEIGHT_MODES = ("bf16", "int8", "fp8")
+GUIDANCE = ("apg", "cfg")  # engine.presets.SamplingConfig.guidance
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 
@@ -79,12 +80,21 @@ def generation_options(video: bool, mode: Optional[str] = None):
                                help="Further segments, one prompt per line (after any --then)."),
         option("--seed", "seeds", type=click.IntRange(0, SEED_MAX), multiple=True, metavar="INT",
                help=f"Random seed; repeat for one {kind} per seed [default: random, reported]."),
+        mode in INPUTS and option(
+            "--encode-seed", type=click.IntRange(0, SEED_MAX), metavar="INT",
+            help="Seed of the VAE's posterior draw when encoding the input [default: the --seed]."),
         option("--output", "-o", type=click.Path(), metavar="FILE|TEMPLATE",
                help=f"Output file or template with {{seed}}, {{index}}, {{slug}} "
                     f"[default: infinistar_{{slug}}_{{seed}}{suffix}]."),
         video and option("--fps", type=click.IntRange(1, 240), help="Frame rate of the file [default: the preset's]."),
         video and option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
                          help="H.264 quality: lower is better and bigger."),
+        video and option("--lossless", is_flag=True,
+                         help="Write H.264 RGB 4:4:4 at qp 0, which decodes to exactly the generated frames "
+                              "(big; plays in ffmpeg, VLC and mpv, not in most browsers); --crf is then unused."),
+        option("--guidance", type=click.Choice(GUIDANCE),
+               help="How the guidance scale is applied: apg (adaptive projected) or cfg (classifier-free) "
+                    "[default: the preset's]."),
         option("--cfg", type=SamplingNumber("cfg"), help="Guidance scale, 0 to 1000 [default: the preset's]."),
         option("--tau-image", type=SamplingNumber("tau_image"),
                help="Sampling temperature of the image scales, 0.001 to 10 [default: the preset's]."),
@@ -212,6 +222,8 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
     suffix = video_io.VIDEO_SUFFIX if video else video_io.IMAGE_SUFFIX
     source = options.get(INPUTS.get(mode, ""))
     inputs = {} if source is None else {INPUTS[mode]: Path(source), "aspect": options.get("aspect")}
+    if source is not None:
+        inputs["encode_seed"] = options["encode_seed"]
     if mode == "extend":
         inputs.update(from_start=options["from_start"], only_new=options["only_new"])
     if options["output"]:
@@ -249,6 +261,7 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
                 tau_image=overrides.get("tau_image", options["tau_image"]),
                 tau_video=overrides.get("tau_video", options.get("tau_video")),
                 prompt_decoration=options["prompt_decoration"],
+                guidance=options["guidance"],
                 **inputs,
             )
             planned.append(Planned(request, path, index, exists and not options["overwrite"]))
@@ -351,7 +364,8 @@ def generate_one(pipeline: Any, item: Planned, model: str, options: dict, report
         reporter.message(note)
     reporter.on_event(Event(stage="write", message=str(item.path)))
     written = time.perf_counter()
-    video_io.write_result(result, item.path, overwrite=options["overwrite"], crf=options.get("crf", 18))
+    video_io.write_result(result, item.path, overwrite=options["overwrite"], crf=options.get("crf", 18),
+                          lossless=options.get("lossless", False))
     end = time.perf_counter()
     timings = {k: v for k, v in (result.timings or {}).items()}
     timings.update(write=round(end - written, 3), total=round(end - start, 3))

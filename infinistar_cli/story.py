@@ -48,7 +48,7 @@ def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, op
                 for key in ("frames", "output_frames", "segment"):
                     header.pop(key, None)
                 writer = video_io.VideoWriter(item.path, fps, metadata=header, overwrite=options["overwrite"],
-                                              crf=options.get("crf", 18))
+                                              crf=options.get("crf", 18), lossless=options.get("lossless", False))
             writer.write(result.frames)
             note = truncation_note(reporter.prefix, result.metadata)
             if note:

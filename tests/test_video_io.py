@@ -32,9 +32,11 @@ def test_mp4_round_trip_with_tags(tmp_path):
         tags = container.metadata
     assert decoded.shape == (9, 32, 48, 3)
     assert np.abs(decoded.astype(int) - frames.numpy().astype(int)).mean() < 3
-    assert json.loads(tags["comment"]) == META and tags["title"] == META["prompt"]
-    assert json.loads((tmp_path / "clip.mp4.json").read_text(encoding="utf-8")) == META
-    assert video_io.read_metadata(path) == META
+    stored = {**META, "encoding": json.loads(tags["comment"])["encoding"]}
+    assert stored["encoding"]["codec"] == "libx264" and stored["encoding"]["crf"] == "0"  # the writer's own record
+    assert json.loads(tags["comment"]) == stored and tags["title"] == META["prompt"]
+    assert json.loads((tmp_path / "clip.mp4.json").read_text(encoding="utf-8")) == stored
+    assert video_io.read_metadata(path) == stored
     video, fps = video_io.read_video(path)
     assert video.shape == (9, 32, 48, 3) and video.dtype == torch.uint8 and fps == 16
     assert video_io.media_info(path)["frames"] == 9
