@@ -68,6 +68,7 @@ class TrainConfig:
     cond_drop: float = 0.1
     long_share: float = 0.25  # share of transformer steps on the preset's longest videos (extend)
     warmup: int = 100
+    uncached_reps: int = 1  # 1: also train the earlier repetitions of cached scales (`uncached_reps`)
 
     def __post_init__(self) -> None:
         if self.vae_steps > self.ae_steps and not (self.vae_batch or self.vae_image_batch):
@@ -211,58 +212,113 @@ def random_reps(schedule: Schedule, generator: torch.Generator | None = None) ->
     return reps
 
 
+def uncached_reps(schedule: Schedule, generator: torch.Generator | None = None) -> list[tuple[int, int]]:
+    """(scale, repetition) for one random earlier repetition of every cached scale.
+
+    `random_reps` must keep a cached scale at its last repetition (later scales attend to its
+    K/V), so without these extra segments its earlier repetitions are never trained, yet the
+    sampler runs them. In the tiny model that scale is the image's last one, the first scale on
+    which the object becomes visible: its untrained first repetition left frame 0 empty or dim.
+    """
+    out = []
+    for info in schedule.infos:
+        if info.last_use > info.index and info.repetitions > 1:
+            out.append((info.index, int(torch.randint(info.repetitions - 1, (), generator=generator))))
+    return out
+
+
 def step_index(schedule: Schedule, si: int, rep: int) -> int:
     """Position of step (scale si, repetition rep) in `encode_bits`' list."""
     return sum(i.repetitions for i in schedule.infos[:si]) + rep
 
 
-def scale_inputs(bits: Sequence[torch.Tensor], schedule: Schedule, reps: Sequence[int]) -> list[torch.Tensor]:
-    """Per scale, what the sampler feeds step (si, reps[si]): the running sum of every earlier
-    step, area-resized to the scale (zeros for the first step)."""
+def segments(schedule: Schedule, reps: Sequence[int], extra: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """(scale, repetition) of every packed segment: each scale at reps[si], then `extra`."""
+    return [(info.index, reps[info.index]) for info in schedule.infos] + list(extra)
+
+
+def scale_inputs(bits: Sequence[torch.Tensor], schedule: Schedule, reps: Sequence[int],
+                 extra: Sequence[tuple[int, int]] = ()) -> list[torch.Tensor]:
+    """Per segment (`segments`), what the sampler feeds step (si, rep): the running sum of every
+    earlier step, area-resized to the scale (zeros for the first step)."""
+    wanted = segments(schedule, reps, extra)
+    found: dict[tuple[int, int], torch.Tensor] = {}
     acc = LatentAccumulator(schedule, bits[0].shape[0], bits[0].device)
-    out, i = [], 0
+    i = 0
     for info in schedule.infos:
         for r in range(info.repetitions):
-            if r == reps[info.index]:
-                out.append(acc.scale_input(info.index).clone())
+            if (info.index, r) in wanted:
+                found[info.index, r] = acc.scale_input(info.index).clone()
             acc.add_bits(info.index, bits[i])
             i += 1
-    return out
+    return [found[w] for w in wanted]
+
+
+def packed_visibility(schedule: Schedule, text_len: int, extra: Sequence[tuple[int, int]] = ()) -> torch.Tensor:
+    """`schedule.dense_visibility` over [scales | extra segments | text]: an extra segment sees
+    itself, the text and its scale's ref_sids, as the sampler's uncached repetition does; no
+    other token sees it."""
+    base = dense_visibility(schedule, text_len)
+    if not extra:
+        return base
+    visual = base.shape[0] - text_len
+    starts = [0]
+    for info in schedule.infos:
+        starts.append(starts[-1] + info.tokens)
+    added = sum(schedule.infos[si].tokens for si, _ in extra)
+    n = visual + added + text_len
+    mask = torch.zeros(n, n, dtype=torch.bool)
+    mask[:visual, :visual] = base[:visual, :visual]
+    mask[:visual, visual + added:] = base[:visual, visual:]
+    mask[visual + added:, visual + added:] = base[visual:, visual:]
+    pos = visual
+    for si, _ in extra:
+        info = schedule.infos[si]
+        rows = slice(pos, pos + info.tokens)
+        mask[rows, rows] = True
+        mask[rows, visual + added:] = True
+        for r in info.ref_sids:
+            mask[rows, starts[r]:starts[r + 1]] = True
+        pos += info.tokens
+    return mask
 
 
 def teacher_forced_logits(model: InfinityTransformer, schedule: Schedule, text: torch.Tensor,
                           text_valid: torch.Tensor | None, bits: Sequence[torch.Tensor],
-                          reps: Sequence[int]) -> list[torch.Tensor]:
-    """One packed forward over [every scale at repetition reps[si] | text] -> logits per scale.
+                          reps: Sequence[int], extra: Sequence[tuple[int, int]] = ()) -> list[torch.Tensor]:
+    """One packed forward over [every scale at repetition reps[si] | extra (scale, rep) | text]
+    -> logits per segment (`segments`).
 
     text [B, L, text_channels] (padded), text_valid [B, L] bool or None; bits: every step's
     labels as `encode_bits` returns them. Equals what the KV-cached sampler computes.
     """
     cfg = model.config
-    inputs = scale_inputs(bits, schedule, reps)
+    wanted = segments(schedule, reps, extra)
+    inputs = scale_inputs(bits, schedule, reps, extra)
     tokens = torch.cat([model.embed_codes(x) for x in inputs] + [model.embed_text(text)], dim=1)
     rope = torch.cat(
-        [visual_rope(schedule, info.index, reps[info.index], cfg.head_dim, cfg.text_maxlen, cfg.rope_base)
-         for info in schedule.infos] + [text_rope(text.shape[1], cfg.head_dim, cfg.rope_base)], dim=1)
-    mask = dense_visibility(schedule, text.shape[1]).to(text.device)[None, None]
+        [visual_rope(schedule, si, rep, cfg.head_dim, cfg.text_maxlen, cfg.rope_base) for si, rep in wanted]
+        + [text_rope(text.shape[1], cfg.head_dim, cfg.rope_base)], dim=1)
+    mask = packed_visibility(schedule, text.shape[1], extra).to(text.device)[None, None]
     if text_valid is not None:
         visual = tokens.shape[1] - text.shape[1]
         keys = torch.cat([torch.ones(text.shape[0], visual, dtype=torch.bool, device=text.device), text_valid], 1)
         mask = mask & keys[:, None, None, :]
     hidden = model.forward_blocks(tokens, rope, attn_mask=mask)
     out, start = [], 0
-    for info in schedule.infos:
+    for si, _ in wanted:
+        info = schedule.infos[si]
         out.append(model.logits(hidden[:, start:start + info.tokens], info.is_semantic))
         start += info.tokens
     return out
 
 
 def bit_loss(logits: Sequence[torch.Tensor], bits: Sequence[torch.Tensor], schedule: Schedule,
-             reps: Sequence[int]) -> tuple[torch.Tensor, float]:
-    """Bitwise cross-entropy, averaged per scale then over scales; also the bit accuracy."""
+             reps: Sequence[int], extra: Sequence[tuple[int, int]] = ()) -> tuple[torch.Tensor, float]:
+    """Bitwise cross-entropy, averaged per segment then over segments; also the bit accuracy."""
     losses, correct, total = [], 0, 0
-    for info, lg in zip(schedule.infos, logits):
-        label = bits[step_index(schedule, info.index, reps[info.index])].reshape(lg.shape[0], -1).long()
+    for (si, rep), lg in zip(segments(schedule, reps, extra), logits):
+        label = bits[step_index(schedule, si, rep)].reshape(lg.shape[0], -1).long()
         lg = lg.reshape(lg.shape[0], -1, 2)
         losses.append(F.cross_entropy(lg.reshape(-1, 2), label.reshape(-1)))
         correct += (lg.argmax(-1) == label).sum().item()
@@ -317,15 +373,16 @@ def encode_dataset(vae: VideoVAE, preset: Preset, count: int, seed: int, chunk: 
 
 
 def transformer_step(model: InfinityTransformer, text: TextEncoder, schedule: Schedule, data: Dataset,
-                     index: torch.Tensor, cond_drop: float, generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, float]:
+                     index: torch.Tensor, cond_drop: float, generator: torch.Generator | None = None,
+                     train_uncached: bool = True) -> tuple[torch.Tensor, float]:
     """Loss and bit accuracy of one teacher-forced batch (clips `index` of `data`)."""
     feats, valid = encode_text_train(text, [data.prompts[i] for i in index.tolist()])
     feats = drop_text(model, feats, valid, cond_drop, generator)
     bits = [b[index] for b in data.bits]
     reps = random_reps(schedule, generator)
-    logits = teacher_forced_logits(model, schedule, feats, valid, bits, reps)
-    return bit_loss(logits, bits, schedule, reps)
+    extra = uncached_reps(schedule, generator) if train_uncached else ()
+    logits = teacher_forced_logits(model, schedule, feats, valid, bits, reps, extra)
+    return bit_loss(logits, bits, schedule, reps, extra)
 
 
 def train_transformer(preset: Preset, vae: VideoVAE, cfg: TrainConfig, log: Log = _no_log,
@@ -353,9 +410,10 @@ def train_transformer(preset: Preset, vae: VideoVAE, cfg: TrainConfig, log: Log 
             group["lr"] = group["base"] * _lr_at(step, cfg.steps, cfg.warmup)
         index = torch.randint(n, (cfg.batch,), generator=generator)
         if long is not None and float(torch.rand((), generator=generator)) < cfg.long_share:
-            loss, acc = transformer_step(model, text, *long, index, cfg.cond_drop, generator)
+            loss, acc = transformer_step(model, text, *long, index, cfg.cond_drop, generator, cfg.uncached_reps)
         else:
-            loss, acc = transformer_step(model, text, schedule, data, index, cfg.cond_drop, generator)
+            loss, acc = transformer_step(model, text, schedule, data, index, cfg.cond_drop, generator,
+                                         cfg.uncached_reps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(text.model.parameters()), 1.0)

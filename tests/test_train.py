@@ -13,7 +13,7 @@ from engine.presets import SamplingConfig
 from engine.sampling import TextCondition, sample_latent
 from engine.schedule import build_schedule
 from engine.train import (TrainConfig, init_transformer, random_reps, step_index, teacher_forced_logits,
-                          train_transformer, train_vae, vae_loss)
+                          train_transformer, train_vae, uncached_reps, vae_loss)
 from engine.transformer import InfinityTransformer
 from engine.vae import VideoVAE, vae_config
 from golden_utils import one_thread  # noqa: F401
@@ -47,6 +47,26 @@ def test_teacher_forced_logits_equal_the_sampler(model, which):
     for info, lg in zip(schedule.infos, logits):
         cached = out.trace[step_index(schedule, info.index, reps[info.index])].raw_logits
         torch.testing.assert_close(lg, cached, atol=2e-5, rtol=1e-4)
+
+
+def test_uncached_repetitions_are_trained_as_the_sampler_runs_them(model):
+    """The extra segments (earlier repetitions of cached scales) get the sampler's logits too,
+    and adding them changes nothing for the other scales."""
+    schedule = build_schedule(TINY, 17)
+    text = torch.randn(7, TINY.transformer.text_channels, generator=torch.Generator().manual_seed(3))
+    out = sample_latent(model, schedule, TextCondition(text), SamplingConfig(cfg_scale=1.0),
+                        torch.Generator().manual_seed(6), keep_bits=True, trace=True)
+    reps = random_reps(schedule, torch.Generator().manual_seed(1))
+    extra = uncached_reps(schedule, torch.Generator().manual_seed(1))
+    cached = [i.index for i in schedule.infos if i.last_use > i.index]
+    assert extra == [(si, 0) for si in cached] and cached  # tiny: the image's last scale, 2 repetitions
+    with_extra = teacher_forced_logits(model, schedule, text[None], None, out.bits, reps, extra)
+    plain = teacher_forced_logits(model, schedule, text[None], None, out.bits, reps)
+    assert len(with_extra) == len(plain) + len(extra)
+    for a, b in zip(with_extra, plain):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    for (si, rep), lg in zip(extra, with_extra[len(plain):]):
+        torch.testing.assert_close(lg, out.trace[step_index(schedule, si, rep)].raw_logits, atol=2e-5, rtol=1e-4)
 
 
 def test_padded_text_in_a_batch_changes_nothing(model):

@@ -19,6 +19,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+RADIUS = (0.15, 0.2)  # half-size of the shape, as a fraction of the frame height (uniform in range)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def sample_scene(generator: torch.Generator, frames: int = 17, height: int = 48,
     shape = shape or pick(SHAPES)
     direction = direction or pick(list(DIRECTIONS))
     dx, dy = DIRECTIONS[direction]
-    radius = uniform(0.15, 0.2) * height
+    radius = uniform(*RADIUS) * height
     # Travel about half of the axis it moves along, so the motion is obvious at this resolution.
     span = (width if dx else height) - 2 * radius - 2
     speed = uniform(0.45, 0.7) * span / max(frames - 1, 1)
