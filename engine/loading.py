@@ -204,11 +204,16 @@ def load_text_encoder(preset: Preset, folder: Path, device: torch.device,
 
 def load_components(model: str | Path, device: str | torch.device = "auto",
                     cache_dir: str | Path | None = None, offload_mode: str = "none",
-                    weights_mode: str = "bf16") -> Components:
+                    weights_mode: str = "bf16", parallel: str = "none") -> Components:
     """Load a preset (from the package or the download cache) or a model folder.
 
-    `offload_mode` (engine.offload) and `weights_mode` (engine.quant) trade speed for GPU memory.
+    `offload_mode` (engine.offload) and `weights_mode` (engine.quant) trade speed for GPU memory;
+    `parallel="tensor"` loads only this rank's shard of the transformer blocks (engine.parallel).
     """
+    if parallel != "none":
+        from engine import parallel as tensor_parallel
+
+        tensor_parallel.check_modes(parallel, offload_mode, weights_mode)
     offload.check_mode(offload_mode)
     quant.check_mode(weights_mode)
     device = resolve_device(device)
@@ -227,8 +232,11 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
         described = ModelDescription(presets.get(name))  # unknown: UnknownPresetError lists the known ones
     preset = described.preset
     home = offload.home_device(offload_mode, device)
-    transformer = load_transformer(preset, folder / preset.checkpoint_dir, device, weights_mode, home,
-                                   described.source if described.source.endswith(".json") else None)
+    if parallel == "none":
+        transformer = load_transformer(preset, folder / preset.checkpoint_dir, device, weights_mode, home,
+                                       described.source if described.source.endswith(".json") else None)
+    else:
+        transformer = tensor_parallel.load_sharded_transformer(preset, folder / preset.checkpoint_dir, device)
     vae = load_vae(preset, folder, home, described.vae_fields, described.source)
     if vae.config.feature_channels != preset.transformer.vae_channels:
         raise ModelSourceError(

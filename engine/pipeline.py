@@ -80,11 +80,12 @@ class Pipeline:
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
-             cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16") -> "Pipeline":
+             cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16",
+             parallel: str = "none") -> "Pipeline":
         emit = on_event or _ignore
         emit(Event("load", 0, 1, message=f"loading {model}"))
         start = time.perf_counter()
-        pipeline = cls(load_components(model, device, cache_dir, offload, weights))
+        pipeline = cls(load_components(model, device, cache_dir, offload, weights, parallel))
         pipeline.load_seconds = time.perf_counter() - start
         emit(Event("load", 1, 1, message=f"loaded {pipeline.preset.name} on {pipeline.device}"))
         return pipeline
@@ -244,8 +245,9 @@ class Pipeline:
 
 
 def load_pipeline(model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
-                  cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16") -> Pipeline:
+                  cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16",
+                  parallel: str = "none") -> Pipeline:
     """Load the preset or model folder `model` on `device` (see engine.loading; `offload` and
-    `weights` modes: engine.offload, engine.quant)."""
+    `weights` modes: engine.offload, engine.quant; `parallel="tensor"`: engine.parallel)."""
     return Pipeline.load(model, device=device, on_event=on_event, cache_dir=cache_dir,
-                         offload=offload, weights=weights)
+                         offload=offload, weights=weights, parallel=parallel)

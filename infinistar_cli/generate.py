@@ -17,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 import engine
-from engine import __version__, presets, validation, video_io
+from engine import __version__, distributed, presets, validation, video_io
 from engine.errors import OutputExistsError
 from engine.request import Event, GenerationRequest
 from engine.validation import RESOLUTIONS
@@ -36,6 +36,7 @@ INPUTS = {"i2v": "image", "extend": "video"}
 OFFLOAD_MODES = ("none", "model", "blocks")
 WEIGHT_MODES = ("bf16", "int8", "fp8")
 GUIDANCE = ("apg", "cfg")  # engine.presets.SamplingConfig.guidance
+PARALLEL_MODES = ("none", "tensor")  # engine.parallel; `none` shards a batch when torchrun starts several ranks
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 
@@ -117,6 +118,9 @@ def generation_options(video: bool, mode: Optional[str] = None):
                     "blocks = also stream the transformer's blocks (slowest, least memory)."),
         option("--weights", type=click.Choice(WEIGHT_MODES), default="bf16", show_default=True,
                help="Storage of the transformer blocks' weights: int8/fp8 halve their memory."),
+        click.option("--parallel", type=click.Choice(PARALLEL_MODES), default="none", show_default=True,
+                     help="Under torchrun: none = share the outputs among the processes; tensor = split "
+                          "each video's transformer across them (less memory per GPU)."),
         click.option("--dry-run", is_flag=True,
                      help="Print the estimated peak GPU memory of every --offload/--weights mode "
                           "and exit; loads nothing."),
@@ -217,7 +221,7 @@ def collect_jobs(mode: str, options: dict) -> list[Job]:
 
 def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: bool) -> list[Planned]:
     """Seeds, requests and output paths of every output; existing ones are skipped in a batch
-    and an error otherwise."""
+    and an error otherwise (under torchrun rank 0 plans for every rank: infinistar_cli.ranks)."""
     video = mode != "t2i"
     suffix = video_io.VIDEO_SUFFIX if video else video_io.IMAGE_SUFFIX
     source = options.get(INPUTS.get(mode, ""))
@@ -284,7 +288,7 @@ def output_metadata(request: GenerationRequest, model: str) -> dict:
     }
 
 
-def _emit(options: dict, record: dict, reporter: Reporter) -> None:
+def emit_record(options: dict, record: dict, reporter: Reporter) -> None:
     if options["json_output"]:
         reporter.result(json.dumps(record, ensure_ascii=False, default=str))
     elif record["status"] == "written":
@@ -297,8 +301,19 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
     if options["dry_run"]:
         from infinistar_cli.dry_run import print_estimate
 
+        world = distributed.world_from_env()
+        if world is not None and not world.leader:
+            return  # under torchrun, rank 0 prints the estimate
         print_estimate(model, mode, options)
         return
+    world = distributed.world_from_env()
+    if options["parallel"] == "tensor" and world is None:
+        raise click.UsageError("--parallel tensor splits one video across the processes torchrun starts: "
+                               "run torchrun --nproc-per-node N -m infinistar_cli ... --parallel tensor")
+    if world is not None and world.size > 1:
+        from infinistar_cli.ranks import run_ranks
+
+        return run_ranks(ctx, mode, model, options, world)
     jobs = collect_jobs(mode, options)
     if mode != "t2i":
         options = {**options, "segments": [*options.get("then", ()), *read_story(options.get("story"))]}
@@ -309,7 +324,7 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
         for item in plan:
             if item.skip:
                 reporter.message(f"skipping {item.path}: it already exists (--overwrite regenerates it)")
-                _emit(options, {"status": "skipped", "path": str(item.path), "seed": item.request.seed,
+                emit_record(options, {"status": "skipped", "path": str(item.path), "seed": item.request.seed,
                                 "prompt": item.request.prompt, "index": item.index}, reporter)
         if not todo:
             reporter.message("nothing to do: every output already exists")
@@ -334,7 +349,7 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
             shown = {key: value for key, value in record["timings"].items() if key != "load" or number == 1}
             total = record["timings"]["total"] + (load_seconds if number == 1 else 0)
             reporter.finish_output(summary.written_line(label, {**record, "timings": shown}, total))
-            _emit(options, record, reporter)
+            emit_record(options, record, reporter)
         if len(plan) > 1:
             reporter.message(summary.done_line(len(todo), len(plan) - len(todo), time.perf_counter() - start))
 
