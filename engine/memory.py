@@ -44,15 +44,16 @@ def block_linear_shapes(cfg: TransformerConfig) -> list[tuple[int, int]]:
             (c, cfg.num_heads * dh), (cfg.mlp_hidden, c), (cfg.mlp_hidden, c), (c, cfg.mlp_hidden)]
 
 
-def transformer_bytes(cfg: TransformerConfig, weights: str) -> tuple[int, int]:
-    """(bytes of one block, bytes of everything outside the blocks) on CUDA for a weights mode."""
+def transformer_bytes(cfg: TransformerConfig, weights: str, ranks: int = 1) -> tuple[int, int]:
+    """(bytes of one block, bytes of everything outside the blocks) on CUDA for a weights mode;
+    with `ranks` > 1 (tensor parallel, bf16) one rank's share: its slice of every linear, whole norms."""
     quant.check_mode(weights)
     shapes = block_linear_shapes(cfg)
     linear = sum(o * i for o, i in shapes)
     biases = sum(o for o, _ in shapes[:4]) if cfg.qkvo_bias else 0
     norms = 2 * cfg.embed_dim + 2 * cfg.head_dim
     if weights == "bf16":
-        block = (linear + biases + norms) * BF16
+        block = ((linear + biases) // ranks + norms) * BF16
     else:  # one byte per weight, an fp32 scale per output row; biases stay fp32
         block = linear + FP32 * sum(o for o, _ in shapes) + FP32 * biases + BF16 * norms
     c = cfg.embed_dim
@@ -79,13 +80,14 @@ def vae_params(name: str | VAEConfig) -> int:
 
 
 def step_activation_bytes(cfg: TransformerConfig, tokens: int, context: int, batch: int,
-                          masked: bool = False) -> int:
+                          masked: bool = False, ranks: int = 1) -> int:
     """Transient memory of one transformer step over `tokens` new tokens attending to `context`
     cached ones, following engine.transformer (rows chunked by BLOCK_CHUNK_ROWS). `masked`: a
-    key mask (negative prompt of another length) makes the K/V heads repeated for SDPA."""
+    key mask (negative prompt of another length) makes the K/V heads repeated for SDPA. `ranks`:
+    tensor parallel, each rank holding 1/ranks of the heads and MLP columns (hidden states whole)."""
     from engine.transformer import BLOCK_CHUNK_ROWS
 
-    c, kv_width = cfg.embed_dim, 2 * cfg.num_kv_heads * cfg.head_dim
+    c, kv_width = cfg.embed_dim, 2 * cfg.num_kv_heads * cfg.head_dim // ranks
     rows = batch * tokens
     chunk = min(rows, BLOCK_CHUNK_ROWS)
     stream = 2 * rows * c * BF16  # a block's input and output
@@ -95,7 +97,7 @@ def step_activation_bytes(cfg: TransformerConfig, tokens: int, context: int, bat
         kv += batch * (context + tokens) * kv_width * BF16 * cfg.num_heads // cfg.num_kv_heads
     # One row chunk: gate, up and their product (bf16), the fp32 norm and RoPE temporaries,
     # residual, normed input, attention output and projection (bf16).
-    per_row = 3 * cfg.mlp_hidden * BF16 + 6 * c * FP32 + 4 * c * BF16
+    per_row = 3 * cfg.mlp_hidden // ranks * BF16 + 6 * c * FP32 + 4 * c * BF16
     logits = 4 * rows * 2 * cfg.detail_bits * FP32  # raw, scaled, guided, probabilities
     return stream + kv + chunk * per_row + logits
 
@@ -109,6 +111,7 @@ class MemoryEstimate:
     offload: str
     weights: str
     pixel_size: tuple[int, int]
+    ranks: int  # tensor-parallel ranks; the figures are per GPU
     steps: int
     largest_tokens: int
     transformer_weights: int
@@ -143,24 +146,28 @@ def largest_step(schedule: Schedule, text_len: int) -> tuple[int, int]:
 
 
 def estimate(preset: Preset, frames: int, offload_mode: str = "none", weights: str = "bf16",
-             guided: bool = True, negative_prompt: bool = False) -> MemoryEstimate:
+             guided: bool = True, negative_prompt: bool = False, ranks: int = 1) -> MemoryEstimate:
     """Peak GPU memory of generating `frames` frames (1 = image) with `preset` on a CUDA GPU;
-    `negative_prompt` assumes it has another length than the prompt (a key mask)."""
+    `negative_prompt` assumes it has another length than the prompt (a key mask). `ranks` > 1:
+    per GPU with `--parallel tensor` over that many (engine.parallel: blocks and K/V cache split
+    by heads; embeddings, heads, T5 and VAE whole on every GPU; offload none, bf16 only)."""
     offload.check_mode(offload_mode)
+    if ranks > 1 and (offload_mode, weights) != ("none", "bf16"):
+        raise ValueError("tensor parallel runs with --offload none --weights bf16 only")
     cfg = preset.transformer
     batch = 2 if guided else 1
     schedule = build_schedule(preset, frames)
     text_len = TEXT_MAX_TOKENS[preset.text_encoder]  # the longest prompt the encoder keeps
-    block, rest = transformer_bytes(cfg, weights)
+    block, rest = transformer_bytes(cfg, weights, ranks)
     transformer = rest + cfg.depth * block
     d, ff, layers, heads, _, _ = TEXT_ENCODERS[preset.text_encoder]
     text_weights = text_encoder_params(preset.text_encoder) * BF16
     # Prompt (and negative prompt) through T5: fp32 hidden states, gated FF, eager attention scores.
     text_act = batch * text_len * (6 * d + 3 * ff) * FP32 + batch * heads * text_len**2 * FP32
     vae = vae_params(preset.vae) * FP32
-    kv = kv_cache_elements(schedule, cfg, "minimal", text_len=text_len, batch=batch) * BF16
+    kv = kv_cache_elements(schedule, cfg, "minimal", text_len=text_len, batch=batch) * BF16 // ranks
     tokens, context = largest_step(schedule, text_len)
-    sample_act = step_activation_bytes(cfg, tokens, context, batch, masked=guided and negative_prompt)
+    sample_act = step_activation_bytes(cfg, tokens, context, batch, masked=guided and negative_prompt, ranks=ranks)
     h, w = schedule.pixel_size
     latent = 2 * schedule.vae_channels * schedule.latent_frames * (h // 16) * (w // 16) * FP32
     decode_frames = min(frames, VAE_FIRST_CHUNK_FRAMES)
@@ -179,7 +186,7 @@ def estimate(preset: Preset, frames: int, offload_mode: str = "none", weights: s
     steps = sum(min(i.repetitions, preset.sampling.max_repeat_times) for i in schedule.infos)
     return MemoryEstimate(
         preset=preset.name, frames=frames, offload=offload_mode, weights=weights,
-        pixel_size=schedule.pixel_size, steps=steps, largest_tokens=tokens,
+        pixel_size=schedule.pixel_size, ranks=ranks, steps=steps, largest_tokens=tokens,
         transformer_weights=transformer, block_weights=block, text_encoder_weights=text_weights,
         vae_weights=vae, kv_cache=kv, sample_activations=sample_act, decode_activations=decode_act,
         text_activations=text_act, phases=phases,

@@ -103,7 +103,7 @@ def load_safetensors_file(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
 
 
-def _shard_map(folder: Path) -> dict[str, list[str]]:
+def shard_map(folder: Path) -> dict[str, list[str]]:
     """{shard file name: [tensor names]} from the index, or the single model.safetensors."""
     index = folder / INDEX_FILE
     if index.is_file():
@@ -180,7 +180,7 @@ def load_safetensors_dir(
     `source` names the checkpoint in a mismatch error (default: "Checkpoint <folder>").
     """
     folder = Path(folder)
-    shards = _shard_map(folder)
+    shards = shard_map(folder)
     found: dict[str, tuple[int, ...]] = {}
     for file, names in shards.items():
         header = read_safetensors_header(folder / file)

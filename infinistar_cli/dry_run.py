@@ -33,6 +33,9 @@ def print_estimate(model: str, mode: str, options: dict) -> None:
     preset = _preset(model)
     frames = frames_for(preset, mode, options.get("seconds"))
     cfg = options["cfg"] if options["cfg"] is not None else preset.sampling.cfg_scale
+    if options.get("parallel") == "tensor":
+        print_tensor_parallel(preset, frames, cfg, options)
+        return
     every = memory.estimate_all(preset, frames, guided=cfg != 1, negative_prompt=bool(options["negative_prompt"]))
     chosen = every[(options["offload"], options["weights"])]
     if options["json_output"]:
@@ -63,4 +66,37 @@ def print_estimate(model: str, mode: str, options: dict) -> None:
                  for w_ in memory.quant.WEIGHT_MODES]
         lines.append(f"  {o:<11}" + "".join(cells))
     lines.append("  (* = the chosen --offload/--weights; estimates for a CUDA GPU, see the README)")
+    click.echo("\n".join(lines))
+
+
+def print_tensor_parallel(preset, frames: int, cfg: float, options: dict) -> None:
+    """Per-GPU peak with --parallel tensor for every number of ranks the model's heads allow
+    (the run's own WORLD_SIZE marked under torchrun)."""
+    from engine import distributed, memory, parallel
+
+    parallel.check_modes("tensor", options["offload"], options["weights"])
+    world = distributed.world_from_env()
+    counts = parallel.valid_rank_counts(preset.transformer)
+    estimates = {n: memory.estimate(preset, frames, guided=cfg != 1, negative_prompt=bool(options["negative_prompt"]),
+                                    ranks=n) for n in counts}
+    if world is not None:
+        parallel.check_ranks(preset.transformer, world.size)
+    if options["json_output"]:
+        chosen = estimates[world.size] if world is not None else None
+        click.echo(json.dumps({"status": "dry-run", "measured": False, "parallel": "tensor",
+                               "estimate": chosen.to_dict() if chosen else None,
+                               "per_gpu_peaks": {str(n): e.peak for n, e in estimates.items()}}))
+        return
+    h, w = estimates[1].pixel_size
+    length = "image" if frames == 1 else f"{frames} frames ({(frames - 1) // preset.fps} s)"
+    lines = [f"Estimated peak memory per GPU (not measured) with --parallel tensor for {preset.name}, {length}, {w}x{h}:",
+             "  ranks   peak   sampling   decoding   blocks   K/V cache   step activations"]
+    for n, e in estimates.items():
+        mark = "*" if world is not None and world.size == n else " "
+        lines.append(f"  {n:>5}{mark}{e.peak / GIB:6.1f}   {e.phases['sample'] / GIB:8.1f}   {e.phases['decode'] / GIB:8.1f}"
+                     f"   {e.block_weights * preset.transformer.depth / GIB:6.1f}   {e.kv_cache / GIB:9.1f}"
+                     f"   {e.sample_activations / GIB:16.1f}")
+    lines.append("  (GiB per GPU; T5, VAE, embeddings and heads are whole on every GPU, and every GPU decodes)")
+    lines.append(f"  (the number of ranks must divide the {preset.transformer.num_kv_heads} K/V heads"
+                 + ("; * = this run's WORLD_SIZE)" if world is not None else ")"))
     click.echo("\n".join(lines))

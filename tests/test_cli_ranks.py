@@ -115,3 +115,40 @@ def test_bad_setups_are_one_line_errors(clean_env, monkeypatch):
     result = invoke("--device", "cuda", "t2v", "a fox", "--model", "tiny")
     assert result.exit_code == 1
     assert error_line(result).startswith("Error: rank 1 has no GPU: it is process 1 on its node (LOCAL_RANK)")
+
+
+def test_tensor_parallel_over_more_ranks_than_kv_heads_is_refused_before_loading(clean_env):
+    args = ["--device", "cpu", "t2v", "a fox", "--model", "tiny", "--parallel", "tensor", "-o", "x.mp4"]
+    ranks = finish(start_ranks(args, 2, clean_env))
+    assert [code for code, _, _ in ranks] == [1, 1]
+    assert "must divide the model's 1 K/V head (and 2 query heads); start 1 process" in error_line_of(ranks[0][2])
+    assert not ranks[1][2].strip() and "loading" not in ranks[0][2] and not (clean_env / "x.mp4").exists()
+
+
+def test_tensor_parallel_writes_one_file_from_rank_0(clean_env, tmp_path):
+    from parallel_helpers import two_kv_head_model
+
+    folder = two_kv_head_model(tmp_path)
+    args = ["--device", "cpu", "t2v", "a red square moving right", "--model", str(folder), "--parallel", "tensor",
+            "--seed", "5", "-o", "tp.mp4", "--json"]
+    ranks = finish(start_ranks(args, 2, clean_env))
+    assert [code for code, _, _ in ranks] == [0, 0], ranks[0][2]
+    assert [r["rank"] for r in records(ranks[0][1])] == [0] and not ranks[1][1].strip()
+    assert sorted(p.name for p in clean_env.iterdir()) == ["tp.mp4", "tp.mp4.json"]
+
+
+def test_dry_run_gives_the_per_gpu_estimate_for_every_rank_count(clean_env, monkeypatch):
+    from engine import memory, presets
+
+    result = invoke("t2v", "--dry-run", "--parallel", "tensor", "--json")
+    assert result.exit_code == 0, result.stderr
+    peaks = {int(n): v for n, v in json.loads(result.stdout)["per_gpu_peaks"].items()}
+    assert list(peaks) == [1, 2, 4, 8] and peaks[1] > peaks[2] > peaks[4] > peaks[8]
+    assert peaks[1] == memory.estimate(presets.get("720p"), 81).peak  # one rank: the plain estimate
+    one, eight = (memory.estimate(presets.get("720p"), 81, ranks=n) for n in (1, 8))
+    assert eight.kv_cache * 8 == one.kv_cache and eight.block_weights < one.block_weights / 7.9
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    table = invoke("t2v", "--dry-run", "--parallel", "tensor", "--seconds", "10").stdout
+    assert "with --parallel tensor for 480p, 161 frames (10 s)" in table and "      4* " in table
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert "start 1, 2, 4 or 8 processes" in error_line(invoke("t2v", "--dry-run", "--parallel", "tensor"))
