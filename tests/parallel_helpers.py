@@ -57,10 +57,11 @@ def rank_env(rank: int, size: int, port: int) -> dict:
     return env
 
 
-def start_ranks(args: list[str], size: int, cwd: Path) -> list[subprocess.Popen]:
+def start_ranks(args: list[str], size: int, cwd: Path, entry: tuple[str, ...] = ("-m", "infinistar_cli")
+                ) -> list[subprocess.Popen]:
     """`python -m infinistar_cli ARGS` as ranks 0..size-1 of one job (what torchrun starts)."""
     port = free_port()
-    return [subprocess.Popen([sys.executable, "-m", "infinistar_cli", *args], cwd=cwd, env=rank_env(r, size, port),
+    return [subprocess.Popen([sys.executable, *entry, *args], cwd=cwd, env=rank_env(r, size, port),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(size)]
 
 

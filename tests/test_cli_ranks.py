@@ -92,18 +92,17 @@ def error_line_of(stderr: str) -> str:
 
 
 def test_a_failing_output_does_not_stop_its_rank_and_the_exit_status_names_it(clean_env):
-    lines = [json.dumps({"prompt": p}) for p in PROMPTS]
-    lines[2] = json.dumps({"prompt": PROMPTS[2], "cfg": 1e308})  # guidance overflows: no probabilities
-    (clean_env / "shots.jsonl").write_text("\n".join(lines) + "\n")
-    args = [a if a != "shots.txt" else "shots.jsonl" for a in BATCH]
-    (code0, out0, err0), (code1, out1, err1) = finish(start_ranks(args, 2, clean_env))
-    assert (code0, code1) == (1, 0)
+    prompts = [*PROMPTS[:2], "a FAIL square", *PROMPTS[3:]]  # tests/failing_cli.py makes this one fail
+    (clean_env / "shots.txt").write_text("\n".join(prompts) + "\n")
+    entry = (str(Path(__file__).parent / "failing_cli.py"),)
+    (code0, out0, err0), (code1, out1, err1) = finish(start_ranks(BATCH, 2, clean_env, entry))
+    assert (code0, code1) == (1, 0), err0 + err1
     assert sorted(p.name for p in (clean_env / "out").glob("*.png")) == [
         "1_a-red-square-moving-right.png", "2_a-blue-circle.png", "4_a-yellow-ball.png", "5_a-white-square.png"]
     failed = [r for r in records(out0) if r["status"] == "failed"]
-    assert [(r["index"], r["rank"]) for r in failed] == [(3, 0)] and "probability tensor" in failed[0]["error"]
+    assert [(r["index"], r["rank"]) for r in failed] == [(3, 0)] and "injected failure" in failed[0]["error"]
     assert "done: 4 written, 0 skipped, 1 failed (2 ranks)" in err0
-    assert error_line_of(err0).startswith("Error: 1 of 5 outputs failed: output 3 out/3_a-green-square.png (rank 0: ")
+    assert error_line_of(err0).startswith("Error: 1 of 5 outputs failed: output 3 out/3_a-fail-square.png (rank 0: ")
 
 
 def test_bad_setups_are_one_line_errors(clean_env, monkeypatch):
