@@ -93,10 +93,12 @@ def print_tensor_parallel(preset, frames: int, cfg: float, options: dict) -> Non
              "  ranks   peak   sampling   decoding   blocks   K/V cache   step activations"]
     for n, e in estimates.items():
         mark = "*" if world is not None and world.size == n else " "
-        lines.append(f"  {n:>5}{mark}{e.peak / GIB:6.1f}   {e.phases['sample'] / GIB:8.1f}   {e.phases['decode'] / GIB:8.1f}"
+        sampling, decoding = (e.phases[phase] + memory.RUNTIME_OVERHEAD for phase in ("sample", "decode"))
+        lines.append(f"  {n:>5}{mark}{e.peak / GIB:6.1f}   {sampling / GIB:8.1f}   {decoding / GIB:8.1f}"
                      f"   {e.block_weights * preset.transformer.depth / GIB:6.1f}   {e.kv_cache / GIB:9.1f}"
                      f"   {e.sample_activations / GIB:16.1f}")
-    lines.append("  (GiB per GPU; T5, VAE, embeddings and heads are whole on every GPU, and every GPU decodes)")
+    lines.append("  (GiB per GPU with 1 GiB for the CUDA runtime; T5, VAE, embeddings and heads are whole on "
+                 "every GPU, and every GPU decodes)")
     lines.append(f"  (the number of ranks must divide the {preset.transformer.num_kv_heads} K/V heads"
                  + ("; * = this run's WORLD_SIZE)" if world is not None else ")"))
     click.echo("\n".join(lines))

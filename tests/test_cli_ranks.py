@@ -151,3 +151,18 @@ def test_dry_run_gives_the_per_gpu_estimate_for_every_rank_count(clean_env, monk
     assert "with --parallel tensor for 480p, 161 frames (10 s)" in table and "      4* " in table
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert "start 1, 2, 4 or 8 processes" in error_line(invoke("t2v", "--dry-run", "--parallel", "tensor"))
+
+
+def test_readme_per_gpu_table_is_what_dry_run_estimates():
+    from engine import memory, presets
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in ("1", "2", "4", "8")]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "4", "8"]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        ranks = int(cells[0])
+        for (name, frames), figures in zip((("720p", 81), ("480p", 161)), (cells[1:4], cells[4:7])):
+            e = memory.estimate(presets.get(name), frames, ranks=ranks)
+            expected = [e.peak, e.phases["sample"] + memory.RUNTIME_OVERHEAD, e.phases["decode"] + memory.RUNTIME_OVERHEAD]
+            assert figures == [f"{v / 2**30:.1f}" for v in expected], (ranks, name)
