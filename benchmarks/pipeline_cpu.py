@@ -103,16 +103,21 @@ def _reset_peak() -> None:
         pass
 
 
+def now() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads)."""
+    return time.perf_counter(), time.process_time()
+
+
 class Clock:
     """Stage boundaries from the pipeline's own events."""
 
     def __init__(self) -> None:
-        self.marks: dict[str, float] = {}
+        self.marks: dict[str, tuple[float, float]] = {}
 
     def __call__(self, event) -> None:
         key = f"{event.stage}:{'start' if event.done == 0 else 'end' if event.done >= event.total else 'mid'}"
         if key.endswith(":start") or key.endswith(":end"):
-            self.marks.setdefault(key, time.perf_counter())
+            self.marks.setdefault(key, now())
 
 
 def run_once(pipeline, request, out_dir: Path, frames_file: Path | None) -> dict:
@@ -122,22 +127,23 @@ def run_once(pipeline, request, out_dir: Path, frames_file: Path | None) -> dict
 
     _reset_peak()
     clock = Clock()
-    start = time.perf_counter()
+    start = now()
     result = pipeline.run(request, on_event=clock)
-    written = time.perf_counter()
+    written = now()
     path = video_io.write_result(result, out_dir / "bench.mp4", overwrite=True)
-    end = time.perf_counter()
+    end = now()
     m = clock.marks
-    stages = {"text": m["encode_text:end"] - m["encode_text:start"],
-              "sample": m["decode:start"] - m["encode_text:end"],
-              "decode": m["decode:end"] - m["decode:start"],
-              "write": end - written}
+    spans = {"text": (m["encode_text:start"], m["encode_text:end"]),
+             "sample": (m["encode_text:end"], m["decode:start"]),
+             "decode": (m["decode:start"], m["decode:end"]), "write": (written, end), "total": (start, end)}
+    stages = {k: b[0] - a[0] for k, (a, b) in spans.items()}
+    cpu = {k: b[1] - a[1] for k, (a, b) in spans.items()}
     if frames_file is not None:
         torch.save(torch.as_tensor(result.frames), frames_file)
     for leftover in out_dir.iterdir():
         leftover.unlink()
     assert path is not None
-    return {"stages": stages, "total": end - start, "peak_rss": _vmhwm(),
+    return {"stages": stages, "cpu": cpu, "peak_rss": _vmhwm(),
             "dtype": result.metadata.get("dtype"), "steps": result.metadata.get("steps")}
 
 
@@ -213,10 +219,8 @@ class Worker:
             self.proc.stdin.close()
             self.proc.wait()
 
-    def medians(self) -> dict:
-        out = {s: statistics.median(r["stages"][s] for r in self.runs) for s in STAGES}
-        out["total"] = statistics.median(r["total"] for r in self.runs)
-        return out
+    def medians(self, kind: str) -> dict:
+        return {s: statistics.median(r[kind][s] for r in self.runs) for s in (*STAGES, "total")}
 
 
 def add_worktree(rev: str, tmp: Path) -> Path:
@@ -239,33 +243,32 @@ def frames_diff(a: Path, b: Path) -> int:
 
 
 def report(workers: list[Worker], args: argparse.Namespace, load: tuple, diff: int | None) -> dict:
-    med = [w.medians() for w in workers]
+    pair = len(workers) == 2
     peak = [max(r["peak_rss"] for r in w.runs) for w in workers]
-    cols = "".join(f"{w.label:>14}" for w in workers) + ("        ratio" if len(workers) == 2 else "")
     print(f"\nthreads {args.threads}, {args.runs} interleaved runs each after {args.warmup} warm-up, "
           f"options: dtype {args.dtype}, weights {args.weights}, compile {args.compile}")
     print(f"load average {load[0]} before / {load[1]} after, {os.cpu_count()} cores; "
           f"dtype used: {', '.join(str(w.runs[0]['dtype']) for w in workers)}")
-    print(f"{'stage (median s)':<18}{cols}")
-    ratios = {}
-    for key in (*STAGES, "total"):
-        line = f"{key:<18}" + "".join(f"{m[key]:>14.3f}" for m in med)
-        if len(workers) == 2:
-            ratios[key] = med[0][key] / med[1][key]
-            line += f"{ratios[key]:>13.3f}"
-        print(line)
+    out = {"threads": args.threads, "runs": args.runs, "load_average": load,
+           "options": {"dtype": args.dtype, "weights": args.weights, "compile": args.compile},
+           "workers": {w.label: {"root": str(w.root), "peak_rss": p, "runs": w.runs} for w, p in zip(workers, peak)},
+           "frames_max_diff": diff}
+    for kind, title in (("stages", "wall s"), ("cpu", "CPU s")):
+        med = [w.medians(kind) for w in workers]
+        print(f"{'median ' + title:<18}" + "".join(f"{w.label:>14}" for w in workers) + ("        ratio" if pair else ""))
+        for key in (*STAGES, "total"):
+            line = f"{key:<18}" + "".join(f"{m[key]:>14.3f}" for m in med)
+            if pair:
+                out.setdefault(f"ratios_{kind}", {})[key] = med[0][key] / med[1][key]
+                line += f"{med[0][key] / med[1][key]:>13.3f}"
+            print(line)
+        for w, m in zip(workers, med):
+            out["workers"][w.label][f"medians_{kind}"] = m
     line = f"{'peak RSS (MiB)':<18}" + "".join(f"{p / 2**20:>14.0f}" for p in peak)
-    if len(workers) == 2:
-        ratios["peak_rss"] = peak[0] / peak[1]
-        line += f"{ratios['peak_rss']:>13.3f}"
-    print(line)
+    print(line + (f"{peak[0] / peak[1]:>13.3f}" if pair else ""))
     if diff is not None:
         print(f"frames max |diff| between the two outputs: {diff} levels")
-    return {"threads": args.threads, "runs": args.runs, "load_average": load,
-            "options": {"dtype": args.dtype, "weights": args.weights, "compile": args.compile},
-            "workers": {w.label: {"root": str(w.root), "medians": m, "peak_rss": p, "runs": w.runs}
-                        for w, m, p in zip(workers, med, peak)},
-            "ratios": ratios, "frames_max_diff": diff}
+    return out
 
 
 def parent(args: argparse.Namespace) -> None:
@@ -283,7 +286,7 @@ def parent(args: argparse.Namespace) -> None:
             order = workers if i % 2 == 0 else workers[::-1]
             for w in order:
                 w.run(tmp / f"{w.label}.pt" if i == 0 else None)
-                print(f"run {i + 1}/{args.runs} {w.label}: {w.runs[-1]['total']:.2f} s", file=sys.stderr)
+                print(f"run {i + 1}/{args.runs} {w.label}: {w.runs[-1]['stages']['total']:.2f} s", file=sys.stderr)
         diff = frames_diff(tmp / "this.pt", tmp / f"{workers[1].label}.pt") if len(workers) == 2 else None
         load_after = [round(x, 2) for x in os.getloadavg()]
         out = report(workers, args, (load_before, load_after), diff)

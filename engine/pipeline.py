@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from engine import __version__, conditioning
+from engine import __version__, conditioning, speed
 from engine.errors import InfinistarError
 from engine.loading import TINY_DIR, Components, device_memory, load_components
 from engine.presets import Preset, SamplingConfig
@@ -80,11 +80,12 @@ class Pipeline:
 
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
-             cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16") -> "Pipeline":
+             cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16",
+             dtype: str = "auto", compile: bool = False) -> "Pipeline":
         emit = on_event or _ignore
         emit(Event("load", 0, 1, message=f"loading {model}"))
         start = time.perf_counter()
-        pipeline = cls(load_components(model, device, cache_dir, offload, weights))
+        pipeline = cls(load_components(model, device, cache_dir, offload, weights, dtype, compile))
         pipeline.load_seconds = time.perf_counter() - start
         emit(Event("load", 1, 1, message=f"loaded {pipeline.preset.name} on {pipeline.device}"))
         return pipeline
@@ -108,7 +109,7 @@ class Pipeline:
             self.components.offloader.use(component)
 
     def _autocast(self):
-        if self.device.type == "cuda":
+        if speed.uses_autocast(self.components.dtype, self.device):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
 
@@ -240,12 +241,14 @@ class Pipeline:
             "dtype": str(self.components.transformer.block_dtype).replace("torch.", ""),
             "weights": self.components.weights,
             "offload": self.components.offload,
+            "compile": self.components.compiled,
         }
 
 
 def load_pipeline(model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
-                  cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16") -> Pipeline:
+                  cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16",
+                  dtype: str = "auto", compile: bool = False) -> Pipeline:
     """Load the preset or model folder `model` on `device` (see engine.loading; `offload` and
-    `weights` modes: engine.offload, engine.quant)."""
+    `weights` modes: engine.offload, engine.quant; `dtype` and `compile`: engine.speed)."""
     return Pipeline.load(model, device=device, on_event=on_event, cache_dir=cache_dir,
-                         offload=offload, weights=weights)
+                         offload=offload, weights=weights, dtype=dtype, compile=compile)

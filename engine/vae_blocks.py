@@ -124,7 +124,7 @@ def channel_norm(x: Tensor) -> Tensor:
     acc = x[:, 0].float().square()
     for c in range(1, x.shape[1]):
         acc.addcmul_(x[:, c], x[:, c])
-    return acc.sqrt_().unsqueeze(1)
+    return acc.sqrt_().unsqueeze(1).to(x.dtype)
 
 
 def nearest_frame_index(frames_out: int, frames_in: int, device: torch.device) -> Tensor:
