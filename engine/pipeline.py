@@ -101,7 +101,8 @@ class Pipeline:
         dtype = str(c.transformer.block_dtype).replace("torch.", "")  # what the blocks compute in
         return ModelInfo(name=self.preset.name, source=c.source, built_in=Path(c.source) == TINY_DIR,
                          device=str(self.device), dtype=dtype, offload=c.offload, weights=c.weights,
-                         device_name=name, free_bytes=free, total_bytes=total, text_max_tokens=c.text.max_length)
+                         device_name=name, free_bytes=free, total_bytes=total, text_max_tokens=c.text.max_length,
+                         compiled=c.compiled)
 
     def _use(self, component: str) -> None:
         """With --offload, bring `component` ("text", "transformer", "vae") onto the GPU."""
