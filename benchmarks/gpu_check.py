@@ -122,8 +122,7 @@ def build(preset: Preset, device: torch.device, offload_mode: str, weights: str,
         else:  # nothing to offload to on a CPU: the same Offloader, run between two CPU homes
             offloader = offload.build(offload_mode, device, c.transformer, c.text.model, c.vae)
     if compile_:
-        for block in c.transformer.layers():
-            block.compile(dynamic=True, backend="eager" if smoke else "inductor")
+        speed.compile_blocks(c.transformer, backend="eager" if smoke else "inductor")
     c = replace(c, offload=offload_mode, weights=weights, offloader=offloader, compiled=compile_)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -10,8 +10,10 @@ Every checkout runs in its own worker process, which builds the model once, warm
 runs the pipeline (text, sampling, decode, MP4 write into a temp dir) whenever the parent asks.
 With `--against REV` a second worker runs a `git worktree` of REV (in a temp dir, removed
 afterwards) and the two are interleaved run by run (ABBA order), so a noisy shared machine slows
-both alike; the report is the median seconds per stage and their ratio (this / REV). Peak RSS is
-each worker's VmHWM, reset before every run; `frames max |diff|` compares the two outputs.
+both alike; the report is the median seconds per stage and their ratio (this / REV), for wall
+seconds and for the CPU seconds the worker used (all threads: on a machine shared with other work
+the steadier figure). Peak RSS is each worker's VmHWM, reset before every run; `frames max |diff|`
+compares the two outputs' uint8 frames.
 
     python benchmarks/pipeline_cpu.py --against 38e83a2 --threads 1
     python benchmarks/pipeline_cpu.py --against 38e83a2 --threads 2 --dtype bf16

@@ -52,10 +52,10 @@ def uses_autocast(name: str, device: torch.device) -> bool:
     return device.type == "cuda" and check_dtype(name) != "fp32"
 
 
-def compile_blocks(transformer: torch.nn.Module) -> None:
+def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> None:
     """torch.compile every transformer block in place (state-dict keys unchanged)."""
     for block in transformer.layers():
-        block.compile(dynamic=True)
+        block.compile(dynamic=True, backend=backend)
 
 
 def configure(components, dtype: str = "auto", weights: str = "bf16", compile: bool = False):
