@@ -103,11 +103,13 @@ def _parity(device: torch.device) -> dict:
     pixels = vae.to(device).decode(dec["z_t5"].to(device)).cpu()
     pixel_diff = float((pixels - dec["pixels_t5"]).abs().max())
     levels = int((pixels_to_uint8(pixels).int() - pixels_to_uint8(cpu_pixels).int()).abs().max())
-    ok = logits <= 1e-4 and p1 <= 1e-4 and latent <= 1e-6 and pixel_diff <= 1e-5 and levels == 0
+    # The golden tests' tolerances. A pixel 1e-6 off can still cross a uint8 truncation boundary,
+    # so the frames may differ from the CPU's by 1 level where the pixels agree to 1e-5.
+    ok = logits <= 1e-4 and p1 <= 1e-4 and latent <= 1e-6 and pixel_diff <= 1e-5 and levels <= 1
     return {"device": str(device), "dtype": "float32", "tf32": False, "ok": ok,
             "max_abs_diff": {"raw_logits": logits, "p1": p1, "summed_codes": latent, "pixels": pixel_diff},
             "tolerance": {"raw_logits": 1e-4, "p1": 1e-4, "summed_codes": 1e-6, "pixels": 1e-5},
-            "frames_max_level_diff_vs_cpu": levels}
+            "frames_max_level_diff_vs_cpu": levels, "frames_identical_to_cpu": levels == 0}
 
 
 # ---------------------------------------------------------------------------------- model cases
