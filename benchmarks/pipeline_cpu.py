@@ -73,14 +73,15 @@ def build_components(seed: int):
         base_scales=((1, 1), (2, 2), (3, 5), (4, 6), (6, 9), (8, 12)),
         image_rep=(3,) * 6, video_rep=(3, 3, 3, 3, 2, 1), semantic_scales=3, detail_scale_min_tokens=20,
     )
+    vae_cfg = VAEConfig(name="bench-cpu", block_out_channels=(16, 32, 64, 64, 64))
     preset = Preset(name="bench-cpu", transformer=transformer_cfg, schedule=schedule, sampling=SamplingConfig(),
-                    vae="bench-cpu", text_encoder="bench-cpu", fps=16, frames=(33,), checkpoint_dir="none",
+                    vae=vae_cfg, text_encoder="bench-cpu", fps=16, frames=(33,), checkpoint_dir="none",
                     description="benchmarks/pipeline_cpu.py")
     generator = torch.Generator().manual_seed(seed)
     transformer = InfinityTransformer(transformer_cfg)
     _init_random(transformer, generator)
     transformer = transformer.to_inference_dtype("cpu")
-    vae = VideoVAE(VAEConfig(name="bench-cpu", block_out_channels=(16, 32, 64, 64, 64)))
+    vae = VideoVAE(vae_cfg)
     _init_random(vae, generator)
     vae = vae.eval().requires_grad_(False)
     tokenizer = ByT5Tokenizer(extra_ids=0)
