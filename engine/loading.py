@@ -21,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from engine import hub, offload, presets, quant, weights
+from engine import hub, offload, presets, quant, speed, weights
 from engine.errors import InfinistarError
 from engine.presets import Preset
 from engine.text import TextEncoder
@@ -52,6 +52,8 @@ class Components:
     offload: str = "none"  # engine.offload mode
     weights: str = "bf16"  # engine.quant mode of the transformer blocks' linears
     offloader: Optional[offload.Offloader] = None  # set when offloading is active
+    dtype: str = "auto"  # engine.speed compute dtype mode
+    compiled: bool = False  # transformer blocks torch.compile'd (engine.speed)
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -80,11 +82,13 @@ def device_memory(device: torch.device) -> tuple[Optional[str], Optional[int], O
     return torch.cuda.get_device_name(index), int(free), int(total)
 
 
-def block_dtype_for(device: torch.device):
-    """Per-key dtype while loading: on CUDA the blocks in bf16 (as released), all else fp32."""
-    if device.type != "cuda":
+def block_dtype_for(device: torch.device, dtype: str = "auto"):
+    """Per-key dtype while loading: the blocks in `speed.block_dtype` (auto: bf16 on CUDA as
+    released, fp32 elsewhere), all else fp32."""
+    blocks = speed.block_dtype(dtype, device)
+    if blocks == torch.float32:
         return lambda key: torch.float32
-    return lambda key: torch.bfloat16 if key.startswith(BLOCK_PREFIXES) else torch.float32
+    return lambda key: blocks if key.startswith(BLOCK_PREFIXES) else torch.float32
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,8 @@ def preset_for_folder(folder: Path) -> Preset:
 
 
 def load_transformer(preset: Preset, folder: Path, device: torch.device, weights_mode: str = "bf16",
-                     home: Optional[torch.device] = None, described_by: Optional[str] = None) -> InfinityTransformer:
+                     home: Optional[torch.device] = None, described_by: Optional[str] = None,
+                     dtype: str = "auto") -> InfinityTransformer:
     """The transformer for compute on `device`, its tensors placed on `home` (default: device).
     `described_by` (an infinistar.json) is named in a shape-mismatch error.
 
@@ -161,9 +166,10 @@ def load_transformer(preset: Preset, folder: Path, device: torch.device, weights
     with torch.device("meta"):
         model = InfinityTransformer(preset.transformer)
     if quant.check_mode(weights_mode) == "bf16":
-        weights.load_safetensors_dir(model, folder, dtype_for=block_dtype_for(device), device=home, source=source)
+        weights.load_safetensors_dir(model, folder, dtype_for=block_dtype_for(device, dtype), device=home,
+                                     source=source)
     else:
-        block_dtype = block_dtype_for(device)("blocks.")
+        block_dtype = block_dtype_for(device, dtype)("blocks.")
         keep_blocks = lambda key: None if key.startswith(BLOCK_PREFIXES) else torch.float32  # noqa: E731
         weights.load_safetensors_dir(model, folder, dtype_for=keep_blocks, device="cpu", source=source)
         quant.quantize_transformer(model, weights_mode, home, dtype=block_dtype)
@@ -172,7 +178,7 @@ def load_transformer(preset: Preset, folder: Path, device: torch.device, weights
 
 
 def load_vae(preset: Preset, folder: Path, device: torch.device, vae_fields: tuple[str, ...] = (),
-             source: str = "") -> VideoVAE:
+             source: str = "", dtype: torch.dtype = torch.float32) -> VideoVAE:
     """The VAE of `folder`, built as the preset says, or as its shapes say when the preset's
     configuration does not fit and `infinistar.json` states nothing contradicting them (vae_shapes)."""
     converted, pth = folder / VAE_SAFETENSORS, folder / hub.VAE_FILE
@@ -188,7 +194,7 @@ def load_vae(preset: Preset, folder: Path, device: torch.device, vae_fields: tup
     with torch.device("meta"):
         vae = VideoVAE(config)
     vae.load_official_state_dict(state, assign=True)
-    return vae.to(device=device, dtype=torch.float32).eval().requires_grad_(False)
+    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 def load_text_encoder(preset: Preset, folder: Path, device: torch.device,
@@ -204,10 +210,12 @@ def load_text_encoder(preset: Preset, folder: Path, device: torch.device,
 
 def load_components(model: str | Path, device: str | torch.device = "auto",
                     cache_dir: str | Path | None = None, offload_mode: str = "none",
-                    weights_mode: str = "bf16", parallel: str = "none") -> Components:
+                    weights_mode: str = "bf16", dtype: str = "auto", compile: bool = False,
+                    parallel: str = "none") -> Components:
     """Load a preset (from the package or the download cache) or a model folder.
 
     `offload_mode` (engine.offload) and `weights_mode` (engine.quant) trade speed for GPU memory;
+    `dtype` and `compile` (engine.speed) trade exactness or start-up time for speed;
     `parallel="tensor"` loads only this rank's shard of the transformer blocks (engine.parallel).
     """
     if parallel != "none":
@@ -216,6 +224,7 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
         tensor_parallel.check_modes(parallel, offload_mode, weights_mode)
     offload.check_mode(offload_mode)
     quant.check_mode(weights_mode)
+    speed.check_dtype(dtype)
     device = resolve_device(device)
     if weights_mode == "fp8" and device.type == "mps":
         raise quant.WeightModeError("--weights fp8 needs float8 tensors, which MPS lacks; use --weights int8.")
@@ -232,22 +241,26 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
         described = ModelDescription(presets.get(name))  # unknown: UnknownPresetError lists the known ones
     preset = described.preset
     home = offload.home_device(offload_mode, device)
+    speed.block_dtype(dtype, device)  # refuses a dtype the device cannot run before loading anything
     if parallel == "none":
         transformer = load_transformer(preset, folder / preset.checkpoint_dir, device, weights_mode, home,
-                                       described.source if described.source.endswith(".json") else None)
+                                       described.source if described.source.endswith(".json") else None, dtype)
     else:
         transformer = tensor_parallel.load_sharded_transformer(preset, folder / preset.checkpoint_dir, device)
-    vae = load_vae(preset, folder, home, described.vae_fields, described.source)
+    vae = load_vae(preset, folder, home, described.vae_fields, described.source, speed.vae_dtype(dtype, device))
     if vae.config.feature_channels != preset.transformer.vae_channels:
         raise ModelSourceError(
             f"the VAE makes {vae.config.feature_channels}-channel latents (4 x vae.latent_channels "
             f"{vae.config.latent_channels}), the transformer takes {preset.transformer.vae_channels} "
             "(transformer.vae_channels).")
     preset = dataclasses.replace(preset, vae=vae.config)
-    text = load_text_encoder(preset, folder, home, torch.bfloat16 if device.type == "cuda" else None)
+    text = load_text_encoder(preset, folder, home, torch.bfloat16 if speed.uses_autocast(dtype, device) else None)
     if text.channels != preset.transformer.text_channels:
         raise ModelSourceError(
             f"text encoder width {text.channels} does not match the transformer's {preset.transformer.text_channels}."
         )
     offloader = offload.attach(offload_mode, device, transformer, text.model, vae)
-    return Components(preset, transformer, vae, text, device, str(folder), offload_mode, weights_mode, offloader)
+    if compile:
+        speed.compile_blocks(transformer)
+    return Components(preset, transformer, vae, text, device, str(folder), offload_mode, weights_mode, offloader,
+                      dtype, compile)

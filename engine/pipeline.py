@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from engine import __version__, conditioning
+from engine import __version__, conditioning, speed
 from engine.errors import InfinistarError
 from engine.loading import TINY_DIR, Components, device_memory, load_components
 from engine.presets import Preset, SamplingConfig
@@ -81,11 +81,11 @@ class Pipeline:
     @classmethod
     def load(cls, model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
              cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16",
-             parallel: str = "none") -> "Pipeline":
+             dtype: str = "auto", compile: bool = False, parallel: str = "none") -> "Pipeline":
         emit = on_event or _ignore
         emit(Event("load", 0, 1, message=f"loading {model}"))
         start = time.perf_counter()
-        pipeline = cls(load_components(model, device, cache_dir, offload, weights, parallel))
+        pipeline = cls(load_components(model, device, cache_dir, offload, weights, dtype, compile, parallel))
         pipeline.load_seconds = time.perf_counter() - start
         emit(Event("load", 1, 1, message=f"loaded {pipeline.preset.name} on {pipeline.device}"))
         return pipeline
@@ -101,7 +101,8 @@ class Pipeline:
         dtype = str(c.transformer.block_dtype).replace("torch.", "")  # what the blocks compute in
         return ModelInfo(name=self.preset.name, source=c.source, built_in=Path(c.source) == TINY_DIR,
                          device=str(self.device), dtype=dtype, offload=c.offload, weights=c.weights,
-                         device_name=name, free_bytes=free, total_bytes=total, text_max_tokens=c.text.max_length)
+                         device_name=name, free_bytes=free, total_bytes=total, text_max_tokens=c.text.max_length,
+                         compiled=c.compiled)
 
     def _use(self, component: str) -> None:
         """With --offload, bring `component` ("text", "transformer", "vae") onto the GPU."""
@@ -109,7 +110,7 @@ class Pipeline:
             self.components.offloader.use(component)
 
     def _autocast(self):
-        if self.device.type == "cuda":
+        if speed.uses_autocast(self.components.dtype, self.device):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
 
@@ -241,13 +242,15 @@ class Pipeline:
             "dtype": str(self.components.transformer.block_dtype).replace("torch.", ""),
             "weights": self.components.weights,
             "offload": self.components.offload,
+            "compile": self.components.compiled,
         }
 
 
 def load_pipeline(model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
                   cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16",
-                  parallel: str = "none") -> Pipeline:
+                  dtype: str = "auto", compile: bool = False, parallel: str = "none") -> Pipeline:
     """Load the preset or model folder `model` on `device` (see engine.loading; `offload` and
-    `weights` modes: engine.offload, engine.quant; `parallel="tensor"`: engine.parallel)."""
+    `weights` modes: engine.offload, engine.quant; `dtype` and `compile`: engine.speed;
+    `parallel="tensor"`: engine.parallel)."""
     return Pipeline.load(model, device=device, on_event=on_event, cache_dir=cache_dir,
-                         offload=offload, weights=weights, parallel=parallel)
+                         offload=offload, weights=weights, dtype=dtype, compile=compile, parallel=parallel)

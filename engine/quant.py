@@ -3,7 +3,8 @@
 Each output channel (row of the weight) gets one scale: int8 maps the row's absolute maximum to
 127, fp8 maps it to 448 (the largest finite float8_e4m3fn). Matmuls run in the activation dtype
 (bf16 on CUDA, fp32 on CPU): every int8 value and every fp8 value is exact in bf16, so the only
-error is the rounding at storage time. The row scale is applied to the matmul's output, which is
+error is the rounding at storage time. Except int8 on a CPU: there the activations are quantized
+per row too and the product is a real int8 GEMM (faster than fp32; see QuantLinear._int8_gemm). The row scale is applied to the matmul's output, which is
 cheaper than scaling the weight (tokens x out instead of out x in for the big scales).
 
 Conversion happens block by block from the float weights as loaded (memory-mapped on the CPU), so
@@ -78,9 +79,23 @@ class QuantLinear(nn.Module):
         return q.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "int8" and x.device.type == "cpu":
+            return self._int8_gemm(x)
         dtype = torch.get_autocast_dtype("cuda") if x.is_cuda and torch.is_autocast_enabled("cuda") else x.dtype
         y = F.linear(x.to(dtype), self.dequantized(dtype)) * self.scale.to(dtype)
         return y + self.bias.to(dtype) if self.bias is not None else y
+
+    def _int8_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """CPU: a real int8 x int8 -> int32 GEMM (torch._int_mm, oneDNN VNNI), the activations
+        quantized per row on the fly (absmax -> 127): 3-4x faster than the fp32 matmul of a
+        dequantized weight, at about 1.4x the weight-only error (README, "int8 on a CPU")."""
+        rows = x.reshape(-1, self.in_features).float()
+        step = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30).div_(127.0)
+        quantized = torch.div(rows, step).round_().to(torch.int8)
+        y = torch._int_mm(quantized, self.qweight.t()).float().mul_(step).mul_(self.scale)
+        if self.bias is not None:
+            y = y.add_(self.bias.float())
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}"

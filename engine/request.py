@@ -106,6 +106,7 @@ class ModelInfo:
     free_bytes: Optional[int] = None
     total_bytes: Optional[int] = None
     text_max_tokens: Optional[int] = None  # the text encoder's token limit
+    compiled: bool = False  # transformer blocks torch.compile'd (--compile)
 
 
 @dataclass

@@ -128,8 +128,16 @@ class TextEncoder:
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """One float32 tensor [L_i, C] per prompt, L_i = real tokens including `</s>`."""
+        """One float32 tensor [L_i, C] per prompt, L_i = real tokens including `</s>`.
+
+        The encoder runs over the longest prompt's tokens only, not all `max_length` padded
+        positions (the official code encodes the padding too; Flan-T5-XL then does about 12x the
+        work for a 40-token prompt). Padding is on the right and masked out of every attention,
+        so the real tokens' features are the same (tests/test_text.py checks it).
+        """
         ids, mask = self.tokenize(prompts)
+        longest = max(1, int(mask.sum(-1).max()))
+        ids, mask = ids[:, :longest], mask[:, :longest]
         device = self.device
         hidden = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
         hidden = hidden.float()

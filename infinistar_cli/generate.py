@@ -32,10 +32,12 @@ from infinistar_cli.story import read_story, write_story
 
 # Modes conditioned on an input file: its argument name and the request field it fills.
 INPUTS = {"i2v": "image", "extend": "video"}
-# engine.offload.OFFLOAD_MODES and engine.quant.WEIGHT_MODES, repeated so `--help` needs no torch.
+# engine.offload.OFFLOAD_MODES, engine.quant.WEIGHT_MODES and engine.speed.DTYPES, repeated so
+# `--help` needs no torch.
 OFFLOAD_MODES = ("none", "model", "blocks")
 WEIGHT_MODES = ("bf16", "int8", "fp8")
 GUIDANCE = ("apg", "cfg")  # engine.presets.SamplingConfig.guidance
+DTYPES = ("auto", "fp32", "bf16")
 PARALLEL_MODES = ("none", "tensor")  # engine.parallel; `none` shards a batch when torchrun starts several ranks
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
@@ -118,6 +120,11 @@ def generation_options(video: bool, mode: Optional[str] = None):
                     "blocks = also stream the transformer's blocks (slowest, least memory)."),
         option("--weights", type=click.Choice(WEIGHT_MODES), default="bf16", show_default=True,
                help="Storage of the transformer blocks' weights: int8/fp8 halve their memory."),
+        option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+               help="Compute dtype: auto = as released (bf16 blocks on CUDA, fp32 on the CPU); bf16 on "
+                    "a CPU is faster (AVX512-BF16/AMX) but not bit-equal; fp32 everywhere, CUDA too."),
+        option("--compile", "compile_blocks", is_flag=True,
+               help="torch.compile the transformer blocks: slower first steps, faster later ones."),
         click.option("--parallel", type=click.Choice(PARALLEL_MODES), default="none", show_default=True,
                      help="Under torchrun: none = share the outputs among the processes; tensor = split "
                           "each video's transformer across them (less memory per GPU)."),
@@ -332,7 +339,8 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
         start = time.perf_counter()
         pipeline = engine.load_pipeline(model, device=settings.device, on_event=reporter.on_event,
                                         cache_dir=options.get("cache_dir"), offload=options["offload"],
-                                        weights=options["weights"])
+                                        weights=options["weights"], dtype=options["dtype"],
+                                        compile=options["compile_blocks"])
         load_seconds = time.perf_counter() - start
         reporter.message(summary.model_line(pipeline.info()))
         if options.get("aspect") == "auto":

@@ -132,7 +132,8 @@ def _run(ctx: click.Context, mode: str, model: str, options: dict, world: World,
         if mine:
             pipeline = engine.load_pipeline(model, device=str(device), on_event=reporter.on_event,
                                             cache_dir=options.get("cache_dir"), offload=options["offload"],
-                                            weights=options["weights"], parallel=options["parallel"])
+                                            weights=options["weights"], dtype=options["dtype"],
+                                            compile=options["compile_blocks"], parallel=options["parallel"])
             reporter.message(summary.model_line(pipeline.info()))
             reporter.begin_batch(len(mine))
             for number, item in enumerate(mine, start=1):

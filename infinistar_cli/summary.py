@@ -26,7 +26,9 @@ def model_line(info: Any) -> str:
         if info.free_bytes is not None and info.total_bytes:
             memory = f", {gibibytes(info.free_bytes)} free of {gibibytes(info.total_bytes)}"
         device = f"{device} ({info.device_name}{memory})"
-    return f"model {info.name} ({where}) on {device}, {info.dtype}, offload {info.offload}, weights {info.weights}"
+    compiled = ", compiled blocks" if info.compiled else ""
+    return (f"model {info.name} ({where}) on {device}, {info.dtype}, offload {info.offload}, "
+            f"weights {info.weights}{compiled}")
 
 
 def shorten(prompt: str, limit: int = ECHO_LENGTH) -> str:

@@ -55,8 +55,9 @@ class FakePipeline:
     options: dict = field(default_factory=dict)  # offload and weights modes it was loaded with
 
     def info(self) -> ModelInfo:
+        modes = {k: v for k, v in self.options.items() if k in ("offload", "weights")}
         return ModelInfo(name=self.preset.name, source=f"/models/{self.preset.name}", built_in=False, device="cpu",
-                         dtype="float32", text_max_tokens=64, **self.options)
+                         dtype="float32", text_max_tokens=64, compiled=self.options.get("compile", False), **modes)
 
     def run_story(self, requests, on_event=None):
         """One Result per segment, each announced by a `segment` event like engine.story's."""

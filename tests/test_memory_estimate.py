@@ -88,8 +88,17 @@ def test_modes_reach_the_engine_from_flags_and_config(fake):
     Path("c.toml").write_text('offload = "model"\n[t2i]\nweights = "int8"\n')
     assert invoke("--config", "c.toml", "t2i", "x", "--seed", "1").exit_code == 0
     assert invoke("t2v", "x", "--seed", "2").exit_code == 0
-    assert fake.load_options == [{"offload": "blocks", "weights": "fp8"}, {"offload": "model", "weights": "int8"},
-                                 {"offload": "none", "weights": "bf16"}]
+    plain = {"dtype": "auto", "compile": False}
+    assert fake.load_options == [{"offload": "blocks", "weights": "fp8", **plain},
+                                 {"offload": "model", "weights": "int8", **plain},
+                                 {"offload": "none", "weights": "bf16", **plain}]
+
+
+def test_dtype_and_compile_reach_the_engine(fake):
+    result = invoke("t2v", "x", "--seed", "1", "--dtype", "bf16", "--compile")
+    assert result.exit_code == 0 and "offload none, weights bf16, compiled blocks" in result.stderr
+    assert fake.load_options == [{"offload": "none", "weights": "bf16", "dtype": "bf16", "compile": True}]
+    assert invoke("t2v", "x", "--dtype", "fp16").exit_code == 2
 
 
 @pytest.mark.parametrize("args, config, message", [

@@ -3,7 +3,8 @@
 Tolerances for 8-bit weights were measured on the golden tiny transformer with teacher forcing
 (fp32 reference logits: |max| 3.7, std 1.05; image / video sequence): int8 max |diff|
 0.117 / 0.090, relative L2 0.019 / 0.020; fp8 max |diff| 0.370 / 0.374, relative L2 0.082 / 0.071.
-The asserted bounds are about twice the larger figure.
+The asserted bounds are about twice the larger figure. Since int8 on the CPU also quantizes the
+activations (a real int8 GEMM, issue 16): max |diff| 0.166 / 0.117, relative L2 0.027 / 0.026.
 """
 import pytest
 import torch
@@ -61,7 +62,11 @@ def test_quantized_weights_round_trip(mode):
         assert torch.all(err <= w.abs() / 16 + q.scale[:, None] * 2.0**-10 + 1e-7)
     assert torch.all(restored[2] == 0)
     x = torch.randn(3, 40)
-    torch.testing.assert_close(q(x), torch.nn.functional.linear(x, restored, layer.bias))
+    expected = torch.nn.functional.linear(x, restored, layer.bias)
+    if mode == "int8":  # on the CPU the activations are quantized per row too (a real int8 GEMM)
+        step = x.abs().amax(1, keepdim=True) / 127
+        expected = torch.nn.functional.linear((x / step).round() * step, restored, layer.bias)
+    torch.testing.assert_close(q(x), expected)
 
 
 @pytest.mark.parametrize("case", GOLDEN_CASES)
