@@ -3,7 +3,7 @@
 Builds a scaled-down InfinityStar (default 6 layers, width 768, GQA 12/3 heads of 64, SwiGLU 4x)
 with random weights, a reduced two-clip schedule (largest scale 4x12x16 latent cells = 192x256
 pixels, 17 frames) and the tiny VAE decoder (--vae released for the real widths), then runs it
-through `engine.bench.measure` (the pipeline itself, timed by its events) and prints:
+through `engine.measure.bench.measure` (the pipeline itself, timed by its events) and prints:
 
   engine / matmul   the FLOP/s of sampling divided by the FLOP/s the very same GEMMs reach as
                     plain torch.matmul calls on this machine (every projection, MLP and attention
@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import presets  # noqa: E402
-from engine.bench import BenchSpec, MemoryProbe, generation_cost_for, measure, random_components  # noqa: E402
-from engine.costs import GenerationCost  # noqa: E402
-from engine.pipeline import Pipeline  # noqa: E402
+from engine.measure.bench import BenchSpec, MemoryProbe, generation_cost_for, measure, random_components  # noqa: E402
+from engine.measure.costs import GenerationCost  # noqa: E402
+from engine.generate.pipeline import Pipeline  # noqa: E402
 from engine.presets import Preset, ScheduleConfig, TransformerConfig  # noqa: E402
-from engine.schedule import build_schedule  # noqa: E402
+from engine.model.schedule import build_schedule  # noqa: E402
 
 
 def mid_preset(depth: int, width: int, heads: int, kv_heads: int, vae: str) -> Preset:

@@ -15,13 +15,13 @@ On a CUDA machine (about 8 minutes on one H100/H200-class GPU; `--budget` skips 
 Steps are reduced: every scale runs once (max_repeat_times 1: 30 steps at 720p 5 s, 28 at 480p
 5 s, 42 at 480p 10 s, instead of the released 85 / 81 / 120), which keeps every scale's shape and
 the KV-cache pattern. Each case records per-stage seconds and peak memory (cuda max_memory_allocated, reset
-per stage), steps/s, the SDPA kernel used, and engine.memory's estimate of each phase.
+per stage), steps/s, the SDPA kernel used, and engine.measure.memory's estimate of each phase.
 
     python benchmarks/gpu_check.py --out gpu_check.json      # CUDA
     python benchmarks/gpu_check.py --smoke --out smoke.json  # CPU, small configs, same code paths
 
 `--smoke` runs the same code on the CPU with an 8B-shaped model shrunk to a few channels, the
-tiny schedule, offloading through the same Offloader (engine.offload.build) and compilation with
+tiny schedule, offloading through the same Offloader (engine.checkpoints.offload.build) and compilation with
 the "eager" backend (no C++ toolchain needed); CI runs it (tests/test_gpu_check.py).
 """
 from __future__ import annotations
@@ -40,14 +40,17 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import memory, offload, presets, quant, speed  # noqa: E402
-from engine.bench import BenchSpec, MemoryProbe, measure, random_components  # noqa: E402
-from engine.pipeline import Pipeline  # noqa: E402
+from engine import presets  # noqa: E402
+from engine.measure import memory
+from engine.checkpoints import offload, speed
+from engine.model import eight_bit
+from engine.measure.bench import BenchSpec, MemoryProbe, measure, random_components  # noqa: E402
+from engine.generate.pipeline import Pipeline  # noqa: E402
 from engine.presets import Preset, SamplingConfig, TransformerConfig  # noqa: E402
-from engine.sampling import TextCondition, sample_latent  # noqa: E402
-from engine.schedule import build_schedule  # noqa: E402
-from engine.transformer import InfinityTransformer  # noqa: E402
-from engine.vae import VideoVAE, pixels_to_uint8, vae_config  # noqa: E402
+from engine.generate.sampling import TextCondition, sample_latent  # noqa: E402
+from engine.model.schedule import build_schedule  # noqa: E402
+from engine.model.transformer import InfinityTransformer  # noqa: E402
+from engine.model.vae import VideoVAE, pixels_to_uint8, vae_config  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
 PHASES = {"encode": "encode_text", "sample": "sample", "decode": "decode"}  # estimate -> bench stage
@@ -122,7 +125,7 @@ def build(preset: Preset, device: torch.device, offload_mode: str, weights: str,
     start = time.perf_counter()
     c = random_components(preset, device)
     if weights != "bf16":
-        quant.quantize_transformer(c.transformer, weights, device, dtype=c.transformer.block_dtype)
+        eight_bit.quantize_transformer(c.transformer, weights, device, dtype=c.transformer.block_dtype)
     offloader = None
     if offload_mode != "none":
         if device.type == "cuda":
@@ -180,7 +183,7 @@ def plan(smoke: bool) -> list[dict]:
     warm = 0 if smoke else 1  # the smoke's figures mean nothing; it only has to run every path
     cases = [dict(name="720p 5s", preset=p720, seconds=five, warmup=warm),
              dict(name="480p 10s", preset=p480, seconds=ten, warmup=0)]
-    for w in quant.WEIGHT_MODES:
+    for w in eight_bit.WEIGHT_MODES:
         for o in offload.OFFLOAD_MODES:
             cases.append(dict(name=f"480p 5s offload {o} weights {w}", preset=p480, seconds=five,
                               offload_mode=o, weights=w, warmup=0))

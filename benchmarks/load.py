@@ -4,7 +4,7 @@ Writes a synthetic fp32 checkpoint (6 shards + index, keys named like the offici
 a scaled-down width), then, each in a fresh subprocess with the shards dropped from the page
 cache first (posix_fadvise DONTNEED on our own files only):
   raw   read every shard once with plain reads (the disk's speed),
-  load  engine.weights.load_safetensors_dir into a module built on the meta device, then touch
+  load  engine.checkpoints.weights.load_safetensors_dir into a module built on the meta device, then touch
         every parameter (tensors kept in their stored dtype stay file-backed and are read on
         first use, so the touch is part of the cost),
 and prints peak RSS / checkpoint bytes (whole process, and above the RSS measured just before
@@ -90,7 +90,7 @@ class _LazyStateDict(Mapping):
 def write_checkpoint(folder: Path, dim: int) -> int:
     import torch
 
-    from engine.weights import write_safetensors_dir
+    from engine.checkpoints.weights import write_safetensors_dir
 
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in build_module(dim).state_dict().items()}
@@ -127,7 +127,7 @@ def child(mode: str, folder: Path, dim: int) -> dict:
         return {"seconds": time.perf_counter() - start, "bytes": n}
     import torch
 
-    from engine.weights import load_safetensors_dir
+    from engine.checkpoints.weights import load_safetensors_dir
 
     with torch.device("meta"):
         model = build_module(dim)

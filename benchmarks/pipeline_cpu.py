@@ -60,11 +60,11 @@ def build_components(seed: int):
     import torch
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
-    from engine.loading import Components
+    from engine.checkpoints.loading import Components
     from engine.presets import Preset, SamplingConfig, ScheduleConfig, TransformerConfig
-    from engine.text import TextEncoder
-    from engine.transformer import InfinityTransformer
-    from engine.vae import VAEConfig, VideoVAE
+    from engine.model.text_encoder import TextEncoder
+    from engine.model.transformer import InfinityTransformer
+    from engine.model.vae import VAEConfig, VideoVAE
 
     transformer_cfg = TransformerConfig(depth=8, block_chunks=2, embed_dim=512, num_heads=8, num_kv_heads=2,
                                         mlp_hidden=1536, text_channels=64)
@@ -126,7 +126,7 @@ class Clock:
 def run_once(pipeline, request, out_dir: Path, frames_file: Path | None) -> dict:
     import torch
 
-    from engine import video_io
+    from engine.media import video_io
 
     _reset_peak()
     clock = Clock()
@@ -151,10 +151,10 @@ def run_once(pipeline, request, out_dir: Path, frames_file: Path | None) -> dict
 
 
 def configure(components, dtype: str, weights: str, compile_: bool):
-    """Non-default speed options: only checkouts that have them (engine.speed) get asked."""
+    """Non-default speed options: only checkouts that have them (engine.checkpoints.speed) get asked."""
     if dtype == "fp32" and weights == "bf16" and not compile_:
         return components
-    from engine import speed
+    from engine.checkpoints import speed
 
     return speed.configure(components, dtype=dtype, weights=weights, compile=compile_)
 
@@ -165,7 +165,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     import engine
-    from engine.pipeline import Pipeline
+    from engine.generate.pipeline import Pipeline
     from engine.request import GenerationRequest
 
     if not Path(engine.__file__).resolve().is_relative_to(root):

@@ -48,7 +48,7 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     Image.fromarray(still).save(folder / "still.png")
     frames = np.stack([np.roll(still[::2, ::2], 2 * t, axis=1) for t in range(33)])
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from engine.video_io import write_mp4
+    from engine.media.video_io import write_mp4
 
     write_mp4(frames, folder / "clip.mp4", 16, overwrite=True, lossless=True)
     return {"image": folder / "still.png", "video": folder / "clip.mp4"}

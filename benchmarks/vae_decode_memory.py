@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from engine.vae import VideoVAE, decoder_chunks, vae_config
+from engine.model.vae import VideoVAE, decoder_chunks, vae_config
 
 BYTES_PER_FLOAT = 4
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from engine.pipeline import load_pipeline
+from engine.generate.pipeline import load_pipeline
 from engine.request import GenerationRequest
 
 

@@ -98,7 +98,7 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class VAEConfig:
     """Every construction field of the official `AutoencoderKLCogVideoX` that shapes the model
-    (engine.vae builds it; spec/vae.md).
+    (engine.model.vae builds it; spec/vae.md).
 
     Fixed by the official code and therefore not fields: RMS norms, SiLU, DC ("3d-dc") samplers
     with norm, spatial factor 2 in every sampler, no attention, no quant convs, two mid-block
@@ -144,7 +144,7 @@ VAE_CONFIGS = {
     "golden": VAEConfig(name="golden", block_out_channels=(4, 8, 8, 8, 8)),
     # The tiny preset's trained VAE (engine/assets/tiny), wider than the golden one. The earlier
     # 4-8-8-8-8 tiny VAE, trained at lr 2e-3, drew red and green as yellow; the shipped one uses
-    # engine.train's recipe (README, "The tiny model"); the narrow width was not retried with it.
+    # engine.train.loop's recipe (README, "The tiny model"); the narrow width was not retried with it.
     "tiny": VAEConfig(name="tiny", block_out_channels=(8, 16, 16, 16, 16)),
 }
 
@@ -170,14 +170,14 @@ class Preset:
     schedule: ScheduleConfig
     sampling: SamplingConfig
     vae: VAEConfig
-    text_encoder: str  # "flan-t5-xl" | "tiny", resolved by engine.text
+    text_encoder: str  # "flan-t5-xl" | "tiny", resolved by engine.model.text_encoder
     fps: int
     frames: tuple[int, ...]  # video frame counts offered; 1 (text-to-image) is always allowed too
     checkpoint_dir: str  # folder of the hub repo holding the transformer shards
     description: str
     decoration: PromptDecoration = PromptDecoration()
     # How `extend` and story segments continue a video: "forced" = the conditioning window's clips
-    # are forced (480p/720p/tiny), "interact" = the InfinityStar-Interact recipe (engine.conditioning).
+    # are forced (480p/720p/tiny), "interact" = the InfinityStar-Interact recipe (engine.generate.conditioning).
     continuation: Literal["forced", "interact"] = "forced"
 
     @property
@@ -245,7 +245,7 @@ _PRESETS: dict[str, Preset] = {
         continuation="interact",
     ),
     # Exactly the architecture and schedule of tests/fixtures/golden (CPU seconds); the shipped
-    # weights are trained by engine.train, the golden tests load their own random ones.
+    # weights are trained by engine.train.loop, the golden tests load their own random ones.
     # text_maxlen stays 512: the golden checkpoint has a [512, 48] cfg_uncond and RoPE offset 512.
     # fps 16 keeps the released 4-latent-frames-per-second arithmetic (17 frames = 1 s).
     # 33 frames (image + two 4-latent clips) give `extend` a whole clip to force and one to sample,
@@ -271,7 +271,7 @@ _PRESETS: dict[str, Preset] = {
             semantic_scales=2,
             detail_scale_min_tokens=6,
         ),
-        # Tuned for the shipped weights (trained on engine.data.synthetic, README "The tiny model"):
+        # Tuned for the shipped weights (trained on engine.train.synthetic, README "The tiny model"):
         # plain CFG 2 and temperature 0.5 (t2v 28/30 on held-out seeds 5-7; CFG 3: 27, CFG 4-5: lower).
         sampling=SamplingConfig(guidance="cfg", cfg_scale=2.0, tau_image=0.5, tau_video=0.5),
         vae=VAE_CONFIGS["tiny"],

@@ -115,7 +115,7 @@ class Result:
 
     `decoded` holds every frame the model decoded (for extend: the re-quantized conditioning window
     and the new frames), which a following story segment continues from; `carry` is the latent
-    window the interact recipe continues from (engine.conditioning.Carry, None for other presets).
+    window the interact recipe continues from (engine.generate.conditioning.Carry, None for other presets).
     """
 
     frames: Any

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.errors import InfinistarError
-from engine.request import sampling_value_problem
+from engine import InfinistarError, sampling_value_problem
 
 SEED_MAX = 2**32 - 1
 SLUG_LENGTH = 40

@@ -1,6 +1,6 @@
 """`infinistar bench`: speed and memory of a generation, stage by stage, or its analytic cost.
 
-The measuring is engine.bench's; this module parses options and prints its report as tables
+The measuring is engine.measure.bench's; this module parses options and prints its report as tables
 (or one JSON object with --json).
 """
 from __future__ import annotations

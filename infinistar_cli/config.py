@@ -17,8 +17,7 @@ from typing import Any, Optional
 import click
 from click.core import ParameterSource
 
-from engine.errors import InfinistarError
-from engine.request import sampling_value_problem
+from engine import InfinistarError, sampling_value_problem
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,4 +1,4 @@
-"""`t2v/t2i --dry-run`: the estimated peak GPU memory of a run, from engine.memory, loading nothing."""
+"""`t2v/t2i --dry-run`: the estimated peak GPU memory of a run, from engine.measure.memory, loading nothing."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ def _gib(n: int) -> str:
 
 def _preset(model: str):
     from engine import presets
-    from engine.loading import preset_for_folder
+    from engine import preset_for_folder
 
     if model in presets.names():
         return presets.get(model)
@@ -28,7 +28,7 @@ def _preset(model: str):
 def print_estimate(model: str, mode: str, options: dict) -> None:
     """Print the chosen mode's breakdown and a table of every mode (or one JSON object)."""
     from engine import memory
-    from engine.pipeline import frames_for
+    from engine import frames_for
 
     preset = _preset(model)
     frames = frames_for(preset, mode, options.get("seconds"))
@@ -72,15 +72,17 @@ def print_estimate(model: str, mode: str, options: dict) -> None:
 def print_tensor_parallel(preset, frames: int, cfg: float, options: dict) -> None:
     """Per-GPU peak with --parallel tensor for every number of ranks the model's heads allow
     (the run's own WORLD_SIZE marked under torchrun)."""
-    from engine import distributed, memory, parallel
+    from engine import ranks
+    from engine import memory
+    from engine import tensor_parallel
 
-    parallel.check_modes("tensor", options["offload"], options["weights"])
-    world = distributed.world_from_env()
-    counts = parallel.valid_rank_counts(preset.transformer)
+    tensor_parallel.check_modes("tensor", options["offload"], options["weights"])
+    world = ranks.world_from_env()
+    counts = tensor_parallel.valid_rank_counts(preset.transformer)
     estimates = {n: memory.estimate(preset, frames, guided=cfg != 1, negative_prompt=bool(options["negative_prompt"]),
                                     ranks=n) for n in counts}
     if world is not None:
-        parallel.check_ranks(preset.transformer, world.size)
+        tensor_parallel.check_ranks(preset.transformer, world.size)
     if options["json_output"]:
         chosen = estimates[world.size] if world is not None else None
         click.echo(json.dumps({"status": "dry-run", "measured": False, "parallel": "tensor",

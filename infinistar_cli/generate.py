@@ -17,10 +17,9 @@ import click
 from click.core import ParameterSource
 
 import engine
-from engine import __version__, distributed, presets, validation, video_io
-from engine.errors import OutputExistsError
-from engine.request import Event, GenerationRequest
-from engine.validation import RESOLUTIONS
+from engine import __version__, presets, validation
+from engine import OutputExistsError, RESOLUTIONS, ranks, video_io
+from engine import Event, GenerationRequest
 from infinistar_cli.batch import (
     SEED_MAX, BatchError, Job, check_prompt, check_template, output_path, random_seed, read_prompt_file,
 )
@@ -32,13 +31,13 @@ from infinistar_cli.story import read_story, write_story
 
 # Modes conditioned on an input file: its argument name and the request field it fills.
 INPUTS = {"i2v": "image", "extend": "video"}
-# engine.offload.OFFLOAD_MODES, engine.quant.WEIGHT_MODES and engine.speed.DTYPES, repeated so
+# engine.checkpoints.offload.OFFLOAD_MODES, engine.model.eight_bit.WEIGHT_MODES and engine.checkpoints.speed.DTYPES, repeated so
 # `--help` needs no torch.
 OFFLOAD_MODES = ("none", "model", "blocks")
 WEIGHT_MODES = ("bf16", "int8", "fp8")
 GUIDANCE = ("apg", "cfg")  # engine.presets.SamplingConfig.guidance
 DTYPES = ("auto", "fp32", "bf16")
-PARALLEL_MODES = ("none", "tensor")  # engine.parallel; `none` shards a batch when torchrun starts several ranks
+PARALLEL_MODES = ("none", "tensor")  # engine.parallel.tensor_parallel; `none` shards a batch when torchrun starts several ranks
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 
@@ -191,7 +190,7 @@ def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
         presets.get(model)  # an unknown name fails here, before anything loads
     check_seconds(model, seconds, "")
     if mode == "extend" and model in presets.names():
-        from engine.conditioning import extend_steps  # torch: imported only when needed
+        from engine import extend_steps  # torch: imported only when needed
 
         extend_steps(presets.get(model), options.get("seconds"))
     return model
@@ -212,7 +211,7 @@ def collect_jobs(mode: str, options: dict) -> list[Job]:
     if prompt_file and (options.get("then") or options.get("story")):
         raise click.UsageError("--then/--story make one long video; they cannot be combined with --prompt-file")
     if mode in INPUTS:
-        from engine.conditioning import aspect_h_div_w, check_input  # torch: imported only when needed
+        from engine import aspect_h_div_w, check_input  # torch: imported only when needed
 
         check_input(mode, options[INPUTS[mode]])  # a missing or unreadable input fails before the model loads
         if options.get("aspect"):
@@ -246,7 +245,7 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
         if mode != "extend":
             check_seconds(model, overrides.get("seconds"), job.where)
         elif overrides.get("seconds") and model in presets.names():
-            from engine.conditioning import extend_steps
+            from engine import extend_steps
 
             extend_steps(presets.get(model), overrides["seconds"])
         for seed in job.seeds or options["seeds"] or (random_seed(),):
@@ -308,12 +307,12 @@ def generate(ctx: click.Context, mode: str, options: dict) -> None:
     if options["dry_run"]:
         from infinistar_cli.dry_run import print_estimate
 
-        world = distributed.world_from_env()
+        world = ranks.world_from_env()
         if world is not None and not world.leader:
             return  # under torchrun, rank 0 prints the estimate
         print_estimate(model, mode, options)
         return
-    world = distributed.world_from_env()
+    world = ranks.world_from_env()
     if options["parallel"] == "tensor" and world is None:
         raise click.UsageError("--parallel tensor splits one video across the processes torchrun starts: "
                                "run torchrun --nproc-per-node N -m infinistar_cli ... --parallel tensor")
@@ -368,7 +367,7 @@ def generate_one(pipeline: Any, item: Planned, model: str, options: dict, report
     start = time.perf_counter()
     prompts = list(options.get("segments", ()))
     if item.request.mode == "extend":  # more seconds than one step: further steps with the same prompt
-        from engine.conditioning import extend_steps
+        from engine import extend_steps
 
         steps = extend_steps(pipeline.preset, item.request.seconds)
         prompts = [item.request.prompt] * (steps - 1) + prompts

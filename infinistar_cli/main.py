@@ -10,8 +10,7 @@ from typing import Any, Optional
 import click
 from click.core import ParameterSource
 
-from engine import __version__
-from engine.errors import InfinistarError
+from engine import InfinistarError, __version__
 from infinistar_cli import interrupts
 from infinistar_cli.config import CONFIG_ENV, configurable, convert_value, load_default_map, option
 

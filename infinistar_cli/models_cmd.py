@@ -14,8 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from engine import hub
-from engine.errors import InfinistarError
+from engine import InfinistarError, hub
 
 VARIANT_CHOICES = click.Choice([*hub.VARIANTS, hub.ALL])
 

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Optional, TextIO
 
-from engine.request import Event
+from engine import Event
 
 STAGE_NAMES = {
     "load": "loading model",

@@ -6,7 +6,7 @@ Two ways to use the ranks, both through the usual plan and `generate_one`:
   (rank r takes the r-th, (r+N)-th, ...), each rank loads the model once on its own device and
   writes its own files. A job that fails is reported and the rank goes on with its others; rank 0
   collects every rank's records, prints the summary and exits 1 naming the failed outputs.
-- tensor (`--parallel tensor`, engine.parallel): every rank runs every output with its shard of
+- tensor (`--parallel tensor`, engine.parallel.tensor_parallel): every rank runs every output with its shard of
   the transformer; rank 0 writes the files.
 
 A sharded batch records its number of ranks in a small manifest next to its outputs
@@ -27,8 +27,7 @@ from typing import Any, Optional
 import click
 
 import engine
-from engine import distributed
-from engine.distributed import World
+from engine import World, ranks
 from infinistar_cli.generate import Planned, collect_jobs, emit_record, generate_one, plan_outputs
 from infinistar_cli import summary
 from infinistar_cli.progress import Reporter
@@ -76,26 +75,27 @@ def check_manifest(plan: list[Planned], world: World) -> Optional[Path]:
 
 def check_tensor_parallel(model: str, options: dict, world: World) -> None:
     """Refuse a split the model's heads or the chosen modes do not allow, before anything loads."""
-    from engine import parallel, presets
-    from engine.loading import preset_for_folder
+    from engine import presets
+    from engine import tensor_parallel
+    from engine import preset_for_folder
 
     preset = presets.get(model) if model in presets.names() else preset_for_folder(Path(model).expanduser())
-    parallel.check_modes("tensor", options["offload"], options["weights"])
-    parallel.check_ranks(preset.transformer, world.size)
+    tensor_parallel.check_modes("tensor", options["offload"], options["weights"])
+    tensor_parallel.check_ranks(preset.transformer, world.size)
 
 
 def run_ranks(ctx: click.Context, mode: str, model: str, options: dict, world: World) -> None:
     """The body of `generate` when torchrun started several ranks."""
     settings = ctx.obj
     tensor = options["parallel"] == "tensor"
-    device = distributed.rank_device(world, settings.device)
-    distributed.init(world, device)
+    device = ranks.rank_device(world, settings.device)
+    ranks.init(world, device)
     try:
         _run(ctx, mode, model, options, world, device, tensor)
-    except distributed.Rejected as rejected:
+    except ranks.Rejected as rejected:
         raise click.exceptions.Exit(rejected.exit_code) from None
     finally:
-        distributed.finish()
+        ranks.finish()
 
 
 def _prepare(mode: str, model: str, options: dict, world: World, tensor: bool) -> tuple[list[Planned], list[str], Optional[Path]]:
@@ -111,7 +111,7 @@ def _prepare(mode: str, model: str, options: dict, world: World, tensor: bool) -
 
 def _run(ctx: click.Context, mode: str, model: str, options: dict, world: World, device: Any, tensor: bool) -> None:
     settings = ctx.obj
-    plan, segments, manifest = distributed.agree(lambda: _prepare(mode, model, options, world, tensor), world)
+    plan, segments, manifest = ranks.agree(lambda: _prepare(mode, model, options, world, tensor), world)
     options = {**options, "segments": segments}
     todo = [item for item in plan if not item.skip]
     mine = todo if tensor else todo[world.rank::world.size]
@@ -150,7 +150,7 @@ def _run(ctx: click.Context, mode: str, model: str, options: dict, world: World,
                     click.echo(f"rank {world.rank}: output {item.index} ({item.path}) failed: {record['error']}", err=True)
                 emit_record(options, record, reporter)
                 records.append(record)
-        gathered = distributed.gather(records, world)
+        gathered = ranks.gather(records, world)
         if world.leader:
             _summarise([r for rank_records in gathered for r in rank_records], plan, manifest, world, reporter)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from engine import video_io
-from engine.request import Event
+from engine import Event, video_io
 from infinistar_cli.batch import read_prompt_lines
 from infinistar_cli.progress import Reporter
 from infinistar_cli.summary import shorten, truncation_note
@@ -21,7 +20,7 @@ def read_story(path: Optional[str]) -> list[str]:
 def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, options: dict,
                 reporter: Reporter, start: float) -> dict:
     """Generate `item.request` then one segment per prompt, writing each segment as it is done."""
-    from engine.story import story_requests  # torch: imported only when a story runs
+    from engine import story_requests  # torch: imported only when a story runs
 
     requests = story_requests(item.request, prompts)
     label = reporter.prefix

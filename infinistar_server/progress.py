@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from engine.request import Event
+from engine import Event
 
 # Share of the whole job each stage covers, in percent: sampling dominates, as it does in time.
 STAGES = {"load": (0, 5), "encode_reference": (5, 8), "encode_text": (8, 10), "sample": (10, 88),

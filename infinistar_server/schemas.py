@@ -13,8 +13,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import presets, validation
-from engine.errors import InfinistarError
-from engine.request import sampling_value_problem
+from engine import InfinistarError, sampling_value_problem
 from infinistar_cli.batch import MAX_LINE_BYTES, SEED_MAX, random_seed
 
 SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX:]\s*(\d{1,5})\s*$")
@@ -97,7 +96,7 @@ def plan_video(params: VideoParams, mode: str, served: Optional[str]) -> dict:
     try:
         validation.check_seconds(model, seconds)
         if mode == "extend" and model in presets.names():
-            from engine.conditioning import extend_steps
+            from engine import extend_steps
 
             extend_steps(presets.get(model), params.seconds)
     except InfinistarError as error:
@@ -114,7 +113,7 @@ def plan_video(params: VideoParams, mode: str, served: Optional[str]) -> dict:
     if aspect is not None:
         if mode == "t2v":
             raise FieldError("aspect", "aspect applies only with an input_reference")
-        from engine.conditioning import aspect_h_div_w
+        from engine import aspect_h_div_w
 
         try:
             aspect_h_div_w(aspect, 1, 1)

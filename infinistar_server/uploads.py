@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from engine.errors import InfinistarError
+from engine import InfinistarError
 from infinistar_server.schemas import FieldError
 
 CHUNK = 1 << 20
@@ -59,7 +59,7 @@ async def save_upload(upload, directory: Path, stem: str, limit: int) -> tuple[s
 
 def check_upload(mode: str, path: Path) -> None:
     """The CLI's early input check (header decode); a bad file is removed and named."""
-    from engine.conditioning import check_input  # torch: only when an input arrives
+    from engine import check_input  # torch: only when an input arrives
 
     try:
         check_input(mode, path)

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 import engine
-from engine import video_io
-from engine.errors import InfinistarError
-from engine.request import GenerationRequest
+from engine import GenerationRequest, InfinistarError, video_io
 from infinistar_cli.generate import Planned, generate_one
 from infinistar_server.progress import JobCancelled, JobProgress
 from infinistar_server.store import JobStore

@@ -60,7 +60,7 @@ class FakePipeline:
                          dtype="float32", text_max_tokens=64, compiled=self.options.get("compile", False), **modes)
 
     def run_story(self, requests, on_event=None):
-        """One Result per segment, each announced by a `segment` event like engine.story's."""
+        """One Result per segment, each announced by a `segment` event like engine.generate.segments's."""
         for number, request in enumerate(requests, start=1):
             if on_event:
                 on_event(Event("segment", number, len(requests), message=request.prompt))

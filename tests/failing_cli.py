@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.pipeline import Pipeline  # noqa: E402
+from engine.generate.pipeline import Pipeline  # noqa: E402
 from infinistar_cli.main import cli  # noqa: E402
 
 _run = Pipeline.run

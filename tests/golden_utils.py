@@ -34,7 +34,7 @@ GOLDEN_SAMPLING = SamplingConfig()
 
 def tiny_model():
     from engine import presets
-    from engine.transformer import InfinityTransformer
+    from engine.model.transformer import InfinityTransformer
 
     model = InfinityTransformer(presets.get("tiny").transformer)
     model.load_state_dict(golden("tiny_transformer"), strict=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.video_io import write_mp4
+from engine.media.video_io import write_mp4
 
 
 def pattern_frames(count: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
@@ -79,6 +79,6 @@ def one_thread():
 @functools.lru_cache(maxsize=None)
 def tiny_pipeline():
     """The real tiny model, loaded once per test session (CPU)."""
-    from engine.pipeline import load_pipeline
+    from engine.generate.pipeline import load_pipeline
 
     return load_pipeline("tiny", device="cpu")

@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from engine import presets
-from engine.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
-from engine.weights import write_safetensors_dir
+from engine.checkpoints.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
+from engine.checkpoints.weights import write_safetensors_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = presets.get("tiny")

@@ -13,9 +13,9 @@ SEED = 5
 def sample(pipeline, forced_bits=None) -> dict:
     """Free sampling (or teacher forcing with `forced_bits`) of one t2v request: bits and raw
     logits of every step, through the pipeline's own components."""
-    from engine.pipeline import sampling_for
+    from engine.generate.pipeline import sampling_for
     from engine.request import GenerationRequest
-    from engine.sampling import TextCondition, sample_latent
+    from engine.generate.sampling import TextCondition, sample_latent
 
     request = GenerationRequest(mode="t2v", prompt=PROMPT, seed=SEED)
     schedule = pipeline.schedule(request)
@@ -35,18 +35,19 @@ def frames(pipeline) -> torch.Tensor:
 
 def tensor_parallel_rank(rank: int, size: int, port: int, folder: str, out: str) -> None:
     """Load `folder` split over `size` ranks and save what this rank computed to out/rank{r}.pt."""
-    from engine import distributed, parallel
-    from engine.pipeline import load_pipeline
+    from engine.parallel import ranks
+    from engine.parallel import tensor_parallel
+    from engine.generate.pipeline import load_pipeline
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    distributed.init(distributed.World(rank, size, rank), torch.device("cpu"))
+    ranks.init(ranks.World(rank, size, rank), torch.device("cpu"))
     try:
         pipeline = load_pipeline(folder, device="cpu", parallel="tensor")
         reference = torch.load(Path(out) / "single.pt")
         record = {**sample(pipeline), "forced_logits": sample(pipeline, reference["bits"])["logits"],
-                  "frames": frames(pipeline), "bytes": parallel.block_parameter_bytes(pipeline.components.transformer),
+                  "frames": frames(pipeline), "bytes": tensor_parallel.block_parameter_bytes(pipeline.components.transformer),
                   "cache_heads": pipeline.components.transformer.layers()[0].attn.num_kv_heads}
         torch.save(record, Path(out) / f"rank{rank}.pt")
     finally:
-        distributed.finish()
+        ranks.finish()

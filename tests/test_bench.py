@@ -7,16 +7,16 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-import engine.bench as bench
-import engine.loading as loading
+import engine.measure.bench as bench
+import engine.checkpoints.loading as loading
 from cli_fakes import clean_env, error_line, invoke  # noqa: F401 (fixtures)
 from engine import presets
-from engine.costs import generation_cost, parameter_count
+from engine.measure.costs import generation_cost, parameter_count
 from engine.request import Event
-from engine.sampling import TextCondition, sample_latent
-from engine.schedule import build_schedule, kv_cache_elements
-from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE
+from engine.generate.sampling import TextCondition, sample_latent
+from engine.model.schedule import build_schedule, kv_cache_elements
+from engine.model.transformer import InfinityTransformer
+from engine.model.vae import VideoVAE
 
 
 @pytest.fixture

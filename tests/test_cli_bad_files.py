@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 - pytest fixtures
-from engine.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
+from engine.checkpoints.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
 
 ROOT = Path(__file__).resolve().parents[1]
 

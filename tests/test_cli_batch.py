@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
-from engine import video_io
+from engine.media import video_io
 
 TEMPLATE = "out/{index:02d}_{slug}.mp4"
 

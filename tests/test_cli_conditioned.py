@@ -6,7 +6,7 @@ import pytest
 
 import engine
 from cli_fakes import clean_env, error_line, invoke  # noqa: F401
-from engine.video_io import read_metadata
+from engine.media.video_io import read_metadata
 from media_fakes import (tiny_pipeline, one_thread, pattern_frames, write_image, write_png_header_only,  # noqa: F401
                          write_video)
 

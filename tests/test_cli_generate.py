@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cli_fakes import clean_env, error_line, fake, fake_frames, invoke  # noqa: F401 (fixtures)
-from engine import video_io
+from engine.media import video_io
 from engine.errors import InfinistarError
 
 

@@ -77,7 +77,7 @@ def test_sigint_around_the_writer_never_splits_a_pair(tmp_path):
 WRITER = """
 import sys, time
 import numpy as np
-from engine import video_io
+from engine.media import video_io
 writer, rounds, start, step, path = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 frames = np.full((9, 16, 16, 3), 40 * writer, dtype=np.uint8)
 for number in range(rounds):

@@ -9,7 +9,7 @@ import torch
 import engine
 from cli_fakes import clean_env, fake, invoke  # noqa: F401
 from engine.request import GenerationRequest
-from engine.video_io import read_metadata, read_video
+from engine.media.video_io import read_metadata, read_video
 from media_fakes import one_thread, tiny_pipeline, write_image  # noqa: F401
 
 PROMPT = "a red square moving right"

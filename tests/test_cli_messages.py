@@ -11,7 +11,7 @@ import torch
 
 import engine
 from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
-from engine import hub, loading
+from engine.checkpoints import hub, loading
 from engine.request import GenerationRequest, ModelInfo
 from infinistar_cli import summary
 from media_fakes import pattern_frames, write_video

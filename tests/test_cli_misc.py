@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
-from engine import video_io
+from engine.media import video_io
 from engine.request import Event
 from infinistar_cli.progress import Reporter
 
@@ -80,7 +80,7 @@ def test_plain_progress_lines():
 
 def test_write_result_keeps_cli_free_of_tensors():
     # The CLI imports neither torch nor the pipeline: startup stays fast and `--help` works anywhere.
-    code = "import sys, infinistar_cli.main; print(sorted({'torch', 'engine.pipeline'} & set(sys.modules)))"
+    code = "import sys, infinistar_cli.main; print(sorted({'torch', 'engine.generate.pipeline'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 

@@ -137,7 +137,8 @@ def test_tensor_parallel_writes_one_file_from_rank_0(clean_env, tmp_path):
 
 
 def test_dry_run_gives_the_per_gpu_estimate_for_every_rank_count(clean_env, monkeypatch):
-    from engine import memory, presets
+    from engine import presets
+    from engine.measure import memory
 
     result = invoke("t2v", "--dry-run", "--parallel", "tensor", "--json")
     assert result.exit_code == 0, result.stderr
@@ -154,7 +155,8 @@ def test_dry_run_gives_the_per_gpu_estimate_for_every_rank_count(clean_env, monk
 
 
 def test_readme_per_gpu_table_is_what_dry_run_estimates():
-    from engine import memory, presets
+    from engine import presets
+    from engine.measure import memory
 
     text = (Path(__file__).parent.parent / "README.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in ("1", "2", "4", "8")]

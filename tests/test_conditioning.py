@@ -9,15 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.pipeline as pipeline_module
-from engine import conditioning, presets
-from engine.conditioning import (ConditioningError, encode_reference, extend_layout, extend_steps, load_image,
+import engine.generate.pipeline as pipeline_module
+from engine import presets
+from engine.generate import conditioning
+from engine.generate.conditioning import (ConditioningError, encode_reference, extend_layout, extend_steps, load_image,
                                  open_image, transform_image)
-from engine.video_window import read_resampled
+from engine.media.video_window import read_resampled
 from engine.errors import MediaError
-from engine.quantizer import latent_from_bits
+from engine.model.latent_bits import latent_from_bits
 from engine.request import GenerationRequest
-from engine.schedule import build_schedule
+from engine.model.schedule import build_schedule
 from media_fakes import (tiny_pipeline, flat_frames, one_thread, pattern_frames, write_image, write_png_header_only,  # noqa: F401
                          write_video)
 
@@ -179,7 +180,7 @@ def test_extend_window_length(pipe, tmp_path):
 
 
 def test_story_segments_continue_the_video(pipe, sampled):
-    from engine.story import story_requests
+    from engine.generate.segments import story_requests
 
     first = GenerationRequest(mode="t2v", prompt="a", seed=9)
     results = list(pipe.run_story(story_requests(first, ["b", "c"])))
@@ -196,8 +197,8 @@ def test_interact_recipe_story(pipe, sampled):
     """The InfinityStar-Interact continuation (spec §5.6) on the tiny model posing as `interact`."""
     import torch.nn.functional as F
 
-    from engine.pipeline import Pipeline
-    from engine.story import story_requests
+    from engine.generate.pipeline import Pipeline
+    from engine.generate.segments import story_requests
 
     interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,), continuation="interact")))
     results = list(interact.run_story(story_requests(GenerationRequest(mode="t2v", prompt="a", seed=1), ["b", "c"])))
@@ -220,7 +221,7 @@ def test_interact_recipe_story(pipe, sampled):
 
 
 def test_interact_extend_encodes_the_window_raw(pipe, tmp_path):
-    from engine.pipeline import Pipeline
+    from engine.generate.pipeline import Pipeline
 
     interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,), continuation="interact")))
     source = write_video(tmp_path / "in.mp4", pattern_frames(20))

@@ -15,9 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from engine import presets
-from engine.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
-from engine.video_io import read_metadata
-from engine.weights import write_safetensors_dir
+from engine.checkpoints.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
+from engine.media.video_io import read_metadata
+from engine.checkpoints.weights import write_safetensors_dir
 from cli_fakes import clean_env, error_line, invoke  # noqa: F401  (fixture)
 
 TINY = presets.get("tiny")
@@ -77,7 +77,7 @@ def test_same_seed_same_frames_other_seed_other_frames(clean_env):
         result = invoke("--device", "cpu", "t2v", "a red ball", "--model", "tiny", "-o", name, "--seed", str(seed))
         assert result.exit_code == 0, result.stderr
     a, b, c = (decode(clean_env / n)[0].astype(int) for n in ("a.mp4", "b.mp4", "c.mp4"))
-    assert np.array_equal(a, b)  # the MP4 writer is a function of the frames (engine.encoding)
+    assert np.array_equal(a, b)  # the MP4 writer is a function of the frames (engine.media.encoding)
     assert np.abs(a - c).mean() > 2.0
 
 
@@ -142,7 +142,7 @@ def test_corrupt_model_folder_is_a_one_line_error(clean_env):
 
 
 def test_same_seed_gives_bit_identical_frames_from_the_pipeline():
-    from engine.pipeline import load_pipeline
+    from engine.generate.pipeline import load_pipeline
     from engine.request import GenerationRequest
 
     pipeline = load_pipeline("tiny", device="cpu")

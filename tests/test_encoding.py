@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import encoding, video_io
+from engine.media import encoding, video_io
 
 
 def moving_frames(count: int = 17, height: int = 48, width: int = 64) -> np.ndarray:

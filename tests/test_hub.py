@@ -14,9 +14,9 @@ from fake_hub import FakeHub
 from huggingface_hub import constants
 from official_style import TinyOfficial
 
-from engine import hub
+from engine.checkpoints import hub
 from engine.errors import DiskSpaceError, DownloadError, InfinistarError, ModelNotDownloadedError
-from engine.weights import load_safetensors_dir, write_safetensors_dir
+from engine.checkpoints.weights import load_safetensors_dir, write_safetensors_dir
 from infinistar_cli.models_cmd import download, models
 
 T5 = "text_encoder/flan-t5-xl-official"

@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from engine.data import synthetic
-from engine.data.judge import judge
+from engine.train import synthetic
+from engine.train.judge import judge
 from golden_utils import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

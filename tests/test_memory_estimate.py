@@ -1,4 +1,4 @@
-"""engine.memory (the analytic GPU memory estimate) and the CLI's --offload/--weights/--dry-run."""
+"""engine.measure.memory (the analytic GPU memory estimate) and the CLI's --offload/--weights/--dry-run."""
 import json
 from pathlib import Path
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
-from engine import memory, presets, quant
-from engine.schedule import build_schedule, kv_cache_elements
+from engine import presets
+from engine.measure import memory
+from engine.model import eight_bit
+from engine.model.schedule import build_schedule, kv_cache_elements
 from golden_utils import tiny_model
 
 GIB = 2**30
@@ -21,7 +23,7 @@ def test_transformer_bytes_match_the_modules():
     in_blocks = {id(p) for b in blocks for p in b.parameters()}
     assert rest == sum(p.numel() * 4 for p in model.parameters() if id(p) not in in_blocks)
     assert block == sum(p.numel() * 2 for p in blocks[0].parameters())  # bf16 on CUDA
-    quant.quantize_transformer(model, "int8", "cpu", torch.bfloat16)
+    eight_bit.quantize_transformer(model, "int8", "cpu", torch.bfloat16)
     stored = sum(t.numel() * t.element_size() for t in (*blocks[0].parameters(), *blocks[0].buffers()))
     assert memory.transformer_bytes(cfg, "int8")[0] == stored == memory.transformer_bytes(cfg, "fp8")[0]
 
@@ -29,7 +31,7 @@ def test_transformer_bytes_match_the_modules():
 def test_text_encoder_parameter_counts():
     from transformers import T5Config, T5EncoderModel
 
-    from engine.text import TextEncoder
+    from engine.model.text_encoder import TextEncoder
 
     d, ff, layers, heads, d_kv, vocab = memory.TEXT_ENCODERS["flan-t5-xl"]
     with torch.device("meta"):
@@ -48,7 +50,7 @@ def test_estimate_parts_and_ordering():
     assert e.largest_tokens == 20 * 45 * 80 and e.pixel_size == (720, 1280)
     assert 16 * GIB < e.transformer_weights < 17 * GIB  # 8.8 B parameters, blocks in bf16
     assert every[("model", "int8")].transformer_weights < 0.51 * e.transformer_weights
-    for w in quant.WEIGHT_MODES:
+    for w in eight_bit.WEIGHT_MODES:
         peaks = [every[(o, w)].phases["sample"] for o in ("none", "model", "blocks")]
         assert peaks == sorted(peaks, reverse=True)
     assert every[("blocks", "bf16")].streamed_per_step == 36 * e.block_weights
@@ -76,7 +78,7 @@ def test_dry_run_loads_nothing_and_prints_every_mode(fake):
 def test_dry_run_json_for_480p_10_s_and_images(fake):
     record = json.loads(invoke("t2v", "--dry-run", "--seconds", "10", "--json").stdout)
     assert record["measured"] is False and record["estimate"]["frames"] == 161
-    assert set(record["peaks"]) == {f"{o}/{w}" for o in ("none", "model", "blocks") for w in quant.WEIGHT_MODES}
+    assert set(record["peaks"]) == {f"{o}/{w}" for o in ("none", "model", "blocks") for w in eight_bit.WEIGHT_MODES}
     image = json.loads(invoke("t2i", "--dry-run", "--json", "--cfg", "1").stdout)["estimate"]
     assert image["frames"] == 1 and image["preset"] == "720p"
     assert fake.loads == []

@@ -9,14 +9,16 @@ activations (a real int8 GEMM, issue 16): max |diff| 0.166 / 0.117, relative L2 
 import pytest
 import torch
 
-from engine import offload, presets, quant
-from engine.loading import TINY_DIR, load_transformer
-from engine.offload import BlockStreamer, HomeCopy, Offloader
-from engine.pipeline import load_pipeline
-from engine.quant import QuantLinear
+from engine import presets
+from engine.checkpoints import offload
+from engine.model import eight_bit
+from engine.checkpoints.loading import TINY_DIR, load_transformer
+from engine.checkpoints.offload import BlockStreamer, HomeCopy, Offloader
+from engine.generate.pipeline import load_pipeline
+from engine.model.eight_bit import QuantLinear
 from engine.request import GenerationRequest
-from engine.rope import text_rope, visual_rope
-from engine.schedule import build_schedule, dense_visibility, kv_cache_elements
+from engine.model.rope import text_rope, visual_rope
+from engine.model.schedule import build_schedule, dense_visibility, kv_cache_elements
 from golden_utils import golden, golden_meta, one_thread, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,7 +74,7 @@ def test_quantized_weights_round_trip(mode):
 @pytest.mark.parametrize("case", GOLDEN_CASES)
 @pytest.mark.parametrize("mode", ["int8", "fp8"])
 def test_quantized_logits_within_tolerance(mode, case):
-    model = quant.quantize_transformer(tiny_model(), mode, "cpu", torch.float32)
+    model = eight_bit.quantize_transformer(tiny_model(), mode, "cpu", torch.float32)
     assert not any(isinstance(m, torch.nn.Linear) for b in model.layers() for m in b.modules())
     assert model.block_dtype == torch.float32
     reference = teacher_forced_logits(tiny_model(), *case)
@@ -88,14 +90,14 @@ def test_quantized_load_matches_post_load_conversion():
     loaded = load_transformer(preset, TINY_DIR / preset.checkpoint_dir, torch.device("cpu"), "int8")
     # The shipped tiny weights (trained, not the golden ones), converted after a plain load.
     plain = load_transformer(preset, TINY_DIR / preset.checkpoint_dir, torch.device("cpu"))
-    converted = quant.quantize_transformer(plain, "int8", "cpu", torch.float32)
+    converted = eight_bit.quantize_transformer(plain, "int8", "cpu", torch.float32)
     assert isinstance(loaded.layers()[0].mlp.down_proj, QuantLinear)
     assert loaded.head.weight.dtype == torch.float32
     torch.testing.assert_close(teacher_forced_logits(loaded), teacher_forced_logits(converted), atol=0, rtol=0)
 
 
 def test_row_chunked_blocks_match_one_pass(reference, monkeypatch):
-    from engine import transformer
+    from engine.model import transformer
 
     monkeypatch.setattr(transformer, "BLOCK_CHUNK_ROWS", 7)
     # Same math; matmuls over fewer rows may round differently in the last bits.
@@ -142,11 +144,11 @@ def test_modes_are_no_ops_on_cpu_and_checked():
     assert offload.attach("blocks", cpu, None, None, None) is None
     with pytest.raises(offload.OffloadModeError, match="none, model, blocks"):
         offload.check_mode("disk")
-    with pytest.raises(quant.WeightModeError, match="bf16, int8, fp8"):
-        quant.check_mode("int4")
+    with pytest.raises(eight_bit.WeightModeError, match="bf16, int8, fp8"):
+        eight_bit.check_mode("int4")
 
 
-@pytest.mark.parametrize("weights", quant.WEIGHT_MODES)
+@pytest.mark.parametrize("weights", eight_bit.WEIGHT_MODES)
 @pytest.mark.parametrize("offload_mode", offload.OFFLOAD_MODES)
 def test_tiny_pipeline_every_mode(offload_mode, weights):
     pipeline = load_pipeline("tiny", device="cpu", offload=offload_mode, weights=weights)
@@ -166,8 +168,8 @@ def test_tiny_pipeline_every_mode(offload_mode, weights):
 
 def test_row_chunked_sampling_with_padded_negative_prompt(monkeypatch):
     """Key-validity masks (a negative prompt of another length) broadcast over row chunks."""
-    from engine import transformer
-    from engine.sampling import TextCondition, sample_latent
+    from engine.model import transformer
+    from engine.generate.sampling import TextCondition, sample_latent
 
     preset = presets.get("tiny")
     schedule = build_schedule(preset, 17)
@@ -188,7 +190,7 @@ def test_row_chunked_sampling_with_padded_negative_prompt(monkeypatch):
 
 def test_repeated_kv_heads_equal_native_gqa():
     """The head order used when a mask rules out flash attention on CUDA matches enable_gqa."""
-    from engine.transformer import repeat_kv_heads
+    from engine.model.transformer import repeat_kv_heads
 
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 8, 5, 16, generator=gen)

@@ -15,12 +15,12 @@ from safetensors.torch import save_model
 
 from engine import presets
 from engine.presets import VAE_CONFIGS, VAEConfig
-from engine.text import TextEncoder
-from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE
-from engine.vae_shapes import VAEConfigError, expected_shapes, infer_vae_config, resolve_vae_config
-from engine.video_io import read_metadata
-from engine.weights import write_safetensors_dir
+from engine.model.text_encoder import TextEncoder
+from engine.model.transformer import InfinityTransformer
+from engine.model.vae import VideoVAE
+from engine.model.vae_shapes import VAEConfigError, expected_shapes, infer_vae_config, resolve_vae_config
+from engine.media.video_io import read_metadata
+from engine.checkpoints.weights import write_safetensors_dir
 from cli_fakes import clean_env, error_line, invoke  # noqa: F401  (fixture)
 
 TINY = presets.get("tiny")
@@ -172,7 +172,7 @@ def test_a_declared_field_that_agrees_keeps_the_shapes_reading():
 
 
 def test_a_folder_with_its_own_name_keeps_its_base_presets_behaviour(tmp_path):
-    from engine.loading import describe_folder
+    from engine.checkpoints.loading import describe_folder
 
     (tmp_path / "infinistar.json").write_text(json.dumps({"base": "interact", "name": "my-interact"}))
     preset = describe_folder(tmp_path).preset

@@ -1,4 +1,4 @@
-"""A video (or image) and its sidecar appear together or not at all (engine.atomic): a failure or
+"""A video (or image) and its sidecar appear together or not at all (engine.media.atomic): a failure or
 Ctrl-C between writing them leaves neither, and an existing pair stays whole (issue 13, §3)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 - pytest fixtures
-from engine import atomic, video_io
+from engine.media import atomic, video_io
 from engine.errors import OutputExistsError
 
 

@@ -14,7 +14,7 @@ RANKS = 2
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """The 2-K/V-head tiny model run in one process, then split over 2 ranks; both records."""
-    from engine.pipeline import load_pipeline
+    from engine.generate.pipeline import load_pipeline
 
     root = tmp_path_factory.mktemp("tp")
     folder = two_kv_head_model(root)
@@ -61,8 +61,9 @@ def test_each_rank_holds_half_of_the_block_parameters_and_kv_heads(two_ranks):
 
 
 def test_heads_that_do_not_divide_are_a_clear_error():
-    from engine import parallel, presets
+    from engine import presets
+    from engine.parallel import tensor_parallel
 
-    with pytest.raises(parallel.ParallelError, match="must divide the model's 1 K/V head .* start 1 process"):
-        parallel.check_ranks(presets.get("tiny").transformer, 2)
-    assert parallel.valid_rank_counts(presets.get("720p").transformer) == [1, 2, 4, 8]
+    with pytest.raises(tensor_parallel.ParallelError, match="must divide the model's 1 K/V head .* start 1 process"):
+        tensor_parallel.check_ranks(presets.get("tiny").transformer, 2)
+    assert tensor_parallel.valid_rank_counts(presets.get("720p").transformer) == [1, 2, 4, 8]

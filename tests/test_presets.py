@@ -6,7 +6,7 @@ import torch
 
 from engine import presets
 from engine.errors import InfinistarError, UnknownPresetError
-from engine.transformer import InfinityTransformer
+from engine.model.transformer import InfinityTransformer
 
 KEYS = Path(__file__).parent / "fixtures" / "keys"
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from engine import presets
-from engine.quantizer import bits_to_codes, encode_bits, latent_from_bits, resample_channels_space
-from engine.schedule import build_schedule
+from engine.model.latent_bits import bits_to_codes, encode_bits, latent_from_bits, resample_channels_space
+from engine.model.schedule import build_schedule
 from golden_utils import golden, golden_meta, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from media_fakes import pattern_frames, write_image
-from engine.video_io import read_video, write_mp4
+from engine.media.video_io import read_video, write_mp4
 
 PROMPT = "a red square moving right"
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from engine import presets
-from engine import sampling as sampling_mod
-from engine.quantizer import encode_bits, latent_from_bits
-from engine.sampling import TextCondition, guide, sample_latent
-from engine.schedule import build_schedule
+from engine.generate import sampling as sampling_mod
+from engine.model.latent_bits import encode_bits, latent_from_bits
+from engine.generate.sampling import TextCondition, guide, sample_latent
+from engine.model.schedule import build_schedule
 from golden_utils import GOLDEN_SAMPLING, golden, golden_meta, tiny_model, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,8 +157,8 @@ def test_bf16_blocks_run_and_stay_close(text):
 
 def test_visual_conditions_are_cached_and_attended(model, monkeypatch):
     """Interactive-style conditions see only themselves; every visual step attends to them."""
-    from engine.sampling import ConditionTokens
-    from engine.schedule import build_segment_schedule
+    from engine.generate.sampling import ConditionTokens
+    from engine.model.schedule import build_segment_schedule
 
     captured = {}
 

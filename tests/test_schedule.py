@@ -3,8 +3,8 @@ import pytest
 from engine import presets
 from engine.errors import ScheduleError
 from engine.presets import QWEN8B, ScheduleConfig
-from engine.rope import spread_positions
-from engine.schedule import (
+from engine.model.rope import spread_positions
+from engine.model.schedule import (
     base_scales,
     build_schedule,
     kv_cache_elements,
@@ -164,7 +164,7 @@ def test_kv_cache_policy_720p():
 
 
 def test_interactive_segment_schedule():
-    from engine.schedule import build_segment_schedule
+    from engine.model.schedule import build_segment_schedule
 
     s = build_segment_schedule(presets.get("interact"))
     assert s.scales == tuple((20, h, w) for h, w in HW_16_9[:14])

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from engine.video_io import read_metadata  # noqa: E402
+from engine.media.video_io import read_metadata  # noqa: E402
 from infinistar_server.store import JobStore  # noqa: E402
 from server_fakes import Servers, SteppingEngine, data_files, finished, wait_until  # noqa: E402
 

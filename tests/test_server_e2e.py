@@ -18,7 +18,7 @@ httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from engine.video_io import write_mp4  # noqa: E402
+from engine.media.video_io import write_mp4  # noqa: E402
 from infinistar_cli.main import cli  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 

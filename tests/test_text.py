@@ -4,7 +4,7 @@ import torch
 
 from engine import presets
 from engine.presets import RELEASED_STYLE_SUFFIX, PromptDecoration
-from engine.text import TextEncoder, decorate_prompt, prompt_text
+from engine.model.text_encoder import TextEncoder, decorate_prompt, prompt_text
 
 
 def _decoration(name: str) -> PromptDecoration:

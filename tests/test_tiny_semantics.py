@@ -1,6 +1,6 @@
-"""The shipped tiny model (trained on engine.data.synthetic) draws what the prompt says.
+"""The shipped tiny model (trained on engine.train.synthetic) draws what the prompt says.
 
-Judged as a viewer would (`engine.data.judge`): the object at full brightness in the first and
+Judged as a viewer would (`engine.train.judge`): the object at full brightness in the first and
 in the last frame, its colour, the direction it moves, and its shape (bounding-box fill ratio;
 measured for every video, not asserted yet: see T2V_RATE).
 
@@ -15,10 +15,10 @@ import torch
 
 from PIL import Image
 
-from engine import video_io
-from engine.data.judge import judge
-from engine.data.synthetic import render, sample_scene
-from engine.pipeline import load_pipeline
+from engine.media import video_io
+from engine.train.judge import judge
+from engine.train.synthetic import render, sample_scene
+from engine.generate.pipeline import load_pipeline
 from engine.request import GenerationRequest
 from golden_utils import one_thread  # noqa: F401
 

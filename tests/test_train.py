@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from engine import presets
-from engine.data import synthetic
+from engine.train import synthetic
 from engine.presets import SamplingConfig
-from engine.sampling import TextCondition, sample_latent
-from engine.schedule import build_schedule
-from engine.train import (TrainConfig, init_transformer, random_reps, step_index, teacher_forced_logits,
+from engine.generate.sampling import TextCondition, sample_latent
+from engine.model.schedule import build_schedule
+from engine.train.loop import (TrainConfig, init_transformer, random_reps, step_index, teacher_forced_logits,
                           train_transformer, train_vae, uncached_reps, vae_loss)
-from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE, vae_config
+from engine.model.transformer import InfinityTransformer
+from engine.model.vae import VideoVAE, vae_config
 from golden_utils import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from engine import presets
-from engine.rope import text_rope, visual_rope
-from engine.schedule import build_schedule, dense_visibility
+from engine.model.rope import text_rope, visual_rope
+from engine.model.schedule import build_schedule, dense_visibility
 from golden_utils import golden, golden_meta, tiny_model, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,7 +46,7 @@ def test_teacher_forced_forward(model, name, frames):
 
 def test_meta_construction_allocates_nothing():
     with torch.device("meta"):
-        from engine.transformer import InfinityTransformer
+        from engine.model.transformer import InfinityTransformer
 
         model = InfinityTransformer(presets.get("tiny").transformer)
     assert all(p.is_meta for p in model.parameters())
@@ -56,7 +56,7 @@ def test_meta_construction_allocates_nothing():
 def test_single_chunk_uses_blocks_prefix():
     from dataclasses import replace
 
-    from engine.transformer import InfinityTransformer
+    from engine.model.transformer import InfinityTransformer
 
     with torch.device("meta"):
         model = InfinityTransformer(replace(presets.get("tiny").transformer, block_chunks=1))

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.errors import InfinistarError, VAEInputError, VAEWeightsError
-from engine.vae import (VideoVAE, decoder_chunks, encoder_chunks, fold_2x2, gaussian_posterior,
+from engine.model.vae import (VideoVAE, decoder_chunks, encoder_chunks, fold_2x2, gaussian_posterior,
                         pixels_to_uint8, smooth_first_frame, unfold_2x2, vae_config)
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -244,7 +244,7 @@ def test_fold_roundtrip():
 
 
 def test_sliced_convolutions_give_the_same_numbers(vae, dec, enc, monkeypatch):
-    import engine.vae_blocks as blocks
+    import engine.model.vae_blocks as blocks
     monkeypatch.setattr(blocks, "CONV_SLICE_ELEMENTS", 1)  # every conv call: one output frame
     torch.testing.assert_close(vae.decode(dec["z_t5"]), dec["pixels_t5"], atol=ATOL, rtol=0)
     raw = vae.encode_raw_features(golden_image(enc), eps=enc["posterior_eps"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import video_io
+from engine.media import video_io
 from engine.errors import MediaError, OutputExistsError, OutputPathError
 from engine.request import Result
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.conditioning import transform_image
-from engine.video_window import ShortVideoError, official_indices, read_resampled, read_start
+from engine.generate.conditioning import transform_image
+from engine.media.video_window import ShortVideoError, official_indices, read_resampled, read_start
 from cli_fakes import clean_env, error_line, invoke  # noqa: F401  (fixture)
 
 BITS = 6  # frame numbers up to 63 as six black/white stripes

@@ -8,7 +8,7 @@ import torch
 from official_style import TinyOfficial
 
 from engine.errors import InfinistarError
-from engine.weights import (
+from engine.checkpoints.weights import (
     INDEX_FILE,
     SafetensorsFormatError,
     UnsafeCheckpointError,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from engine import presets
-from engine.transformer import InfinityTransformer
-from engine.weights import (
+from engine.model.transformer import InfinityTransformer
+from engine.checkpoints.weights import (
     WeightsError,
     apply_overrides,
     check_keys,

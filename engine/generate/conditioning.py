@@ -13,7 +13,7 @@ scales those bits force); the pipeline then makes the same `sample_latent` call 
   (i2v-like; motion is not carried over). tiny: 33 frames, window 17, 16 new.
   The window comes from the end of the input, resampled by time; `from_start` takes the reference's
   choice, the first 5 s stretched over the window exactly as its reader picks frames
-  (engine.video_window).
+  (engine.media.video_window).
 - The InfinityStar-Interact recipe (spec §5.6), used for every continuation with the `interact`
   preset: the previous 21-latent window (for an input video: its raw, unquantized encoding) becomes
   a semantic condition (its last 20 latents at the pyramid's 8th scale) and a detail condition (the
@@ -36,12 +36,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import video_io, video_window
+from engine.media import video_io, video_window
 from engine.errors import InfinistarError, MediaError
 from engine.presets import Preset
-from engine.quantizer import encode_bits
-from engine.sampling import ConditionTokens
-from engine.schedule import Schedule, build_schedule, build_segment_schedule
+from engine.model.latent_bits import encode_bits
+from engine.generate.sampling import ConditionTokens
+from engine.model.schedule import Schedule, build_schedule, build_segment_schedule
 
 # Above this many pixels an image is shrunk cheaply (JPEG DCT scaling, else `reduce`) to about twice
 # the needed size before the exact transform; at or below it the result is the official transform's.
@@ -329,7 +329,7 @@ def _input_frames(preset: Preset, request, reference: Optional[Reference], pixel
     """(frames at the model's size, facts for the metadata, h/w for the schedule, window start).
 
     From a file: `from_start` takes the official stretched selection of the first seconds
-    (engine.video_window.read_start); otherwise frames are resampled by time, all of them when
+    (engine.media.video_window.read_start); otherwise frames are resampled by time, all of them when
     the input goes into the output, else only the window's (read_resampled with a seek).
     """
     if reference is not None:
@@ -381,7 +381,7 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
     preset: Preset = pipeline.preset
     if request.seconds is not None and extend_steps(preset, request.seconds) != 1:
         raise ConditioningError(f"one extend run adds {float(_step_seconds(preset)):g} s; "
-                                "engine.story.run_story chains several.")
+                                "engine.generate.segments.run_story chains several.")
     if uses_interact(preset):
         return interact_conditioning(pipeline, request, reference)
     frames, facts, h_div_w, start, selection = _input_frames(

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine import offload, quant
+from engine.checkpoints import offload
+from engine.model import eight_bit
 from engine.presets import Preset, TransformerConfig, VAEConfig
-from engine.schedule import Schedule, build_schedule, kv_cache_elements
+from engine.model.schedule import Schedule, build_schedule, kv_cache_elements
 
 GIB = 2**30
 # CUDA context, cuBLAS/cuDNN workspaces and allocator slack: a round allowance, not a measurement.
@@ -47,7 +48,7 @@ def block_linear_shapes(cfg: TransformerConfig) -> list[tuple[int, int]]:
 def transformer_bytes(cfg: TransformerConfig, weights: str, ranks: int = 1) -> tuple[int, int]:
     """(bytes of one block, bytes of everything outside the blocks) on CUDA for a weights mode;
     with `ranks` > 1 (tensor parallel, bf16) one rank's share: its slice of every linear, whole norms."""
-    quant.check_mode(weights)
+    eight_bit.check_mode(weights)
     shapes = block_linear_shapes(cfg)
     linear = sum(o * i for o, i in shapes)
     biases = sum(o for o, _ in shapes[:4]) if cfg.qkvo_bias else 0
@@ -72,7 +73,7 @@ def text_encoder_params(name: str) -> int:
 def vae_params(name: str | VAEConfig) -> int:
     import torch
 
-    from engine.vae import VideoVAE, vae_config
+    from engine.model.vae import VideoVAE, vae_config
 
     with torch.device("meta"):
         vae = VideoVAE(vae_config(name))
@@ -82,10 +83,10 @@ def vae_params(name: str | VAEConfig) -> int:
 def step_activation_bytes(cfg: TransformerConfig, tokens: int, context: int, batch: int,
                           masked: bool = False, ranks: int = 1) -> int:
     """Transient memory of one transformer step over `tokens` new tokens attending to `context`
-    cached ones, following engine.transformer (rows chunked by BLOCK_CHUNK_ROWS). `masked`: a
+    cached ones, following engine.model.transformer (rows chunked by BLOCK_CHUNK_ROWS). `masked`: a
     key mask (negative prompt of another length) makes the K/V heads repeated for SDPA. `ranks`:
     tensor parallel, each rank holding 1/ranks of the heads and MLP columns (hidden states whole)."""
-    from engine.transformer import BLOCK_CHUNK_ROWS
+    from engine.model.transformer import BLOCK_CHUNK_ROWS
 
     c, kv_width = cfg.embed_dim, 2 * cfg.num_kv_heads * cfg.head_dim // ranks
     rows = batch * tokens
@@ -149,7 +150,7 @@ def estimate(preset: Preset, frames: int, offload_mode: str = "none", weights: s
              guided: bool = True, negative_prompt: bool = False, ranks: int = 1) -> MemoryEstimate:
     """Peak GPU memory of generating `frames` frames (1 = image) with `preset` on a CUDA GPU;
     `negative_prompt` assumes it has another length than the prompt (a key mask). `ranks` > 1:
-    per GPU with `--parallel tensor` over that many (engine.parallel: blocks and K/V cache split
+    per GPU with `--parallel tensor` over that many (engine.parallel.tensor_parallel: blocks and K/V cache split
     by heads; embeddings, heads, T5 and VAE whole on every GPU; offload none, bf16 only)."""
     offload.check_mode(offload_mode)
     if ranks > 1 and (offload_mode, weights) != ("none", "bf16"):
@@ -198,4 +199,4 @@ def estimate_all(preset: Preset, frames: int, guided: bool = True,
                  negative_prompt: bool = False) -> dict[tuple[str, str], MemoryEstimate]:
     """`estimate` for every (offload, weights) combination."""
     return {(o, w): estimate(preset, frames, o, w, guided, negative_prompt)
-            for o in offload.OFFLOAD_MODES for w in quant.WEIGHT_MODES}
+            for o in offload.OFFLOAD_MODES for w in eight_bit.WEIGHT_MODES}

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.presets import TransformerConfig
-from engine.rope import apply_rope
+from engine.model.rope import apply_rope
 
 # Rows (batch x tokens) a block processes at once. Everything in a block but the attention itself
 # is per token, so a big scale (720p: 2 x 72000 rows) runs in row chunks after its K/V are made:
@@ -223,7 +223,7 @@ class InfinityTransformer(nn.Module):
 
     @property
     def block_dtype(self) -> torch.dtype:
-        # Read from a norm: the linears may hold 8-bit weights (engine.quant).
+        # Read from a norm: the linears may hold 8-bit weights (engine.model.eight_bit).
         return self.layers()[0].input_layernorm.weight.dtype
 
     def to_inference_dtype(self, device: torch.device | str) -> InfinityTransformer:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.presets import TransformerConfig
-from engine.schedule import Schedule, kv_cache_elements
+from engine.model.schedule import Schedule, kv_cache_elements
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def block_parameter_count(config: TransformerConfig) -> int:
 
 
 def parameter_count(config: TransformerConfig) -> int:
-    """Parameters of the transformer as built by engine.transformer (checkpoint parity included)."""
+    """Parameters of the transformer as built by engine.model.transformer (checkpoint parity included)."""
     c = config.embed_dim
     outside = (
         config.text_maxlen * config.text_channels + c  # cfg_uncond, sos_token
@@ -126,7 +126,7 @@ def generation_cost(
     condition_tokens: int = 0,
     max_repeat_times: int = 10000,
 ) -> GenerationCost:
-    """The cost of `engine.sampling.sample_latent` on `schedule` with a `text_tokens`-long prompt."""
+    """The cost of `engine.generate.sampling.sample_latent` on `schedule` with a `text_tokens`-long prompt."""
     batch = 2 if guided else 1
     c = config.embed_dim
     steps = []

@@ -27,17 +27,18 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from engine import presets, video_io
-from engine.costs import GenerationCost, block_parameter_count, generation_cost, parameter_count
+from engine import presets
+from engine.media import video_io
+from engine.measure.costs import GenerationCost, block_parameter_count, generation_cost, parameter_count
 from engine.errors import InfinistarError
-from engine.loading import Components, preset_for_folder, resolve_device
-from engine.pipeline import Pipeline, frames_for, sampling_for
+from engine.checkpoints.loading import Components, preset_for_folder, resolve_device
+from engine.generate.pipeline import Pipeline, frames_for, sampling_for
 from engine.presets import Preset
 from engine.request import Event, GenerationRequest
-from engine.schedule import build_schedule
-from engine.text import FLAN_T5_MAX_LENGTH, TINY_MAX_LENGTH, TextEncoder
-from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE, _bit_mask
+from engine.model.schedule import build_schedule
+from engine.model.text_encoder import FLAN_T5_MAX_LENGTH, TINY_MAX_LENGTH, TextEncoder
+from engine.model.transformer import InfinityTransformer
+from engine.model.vae import VideoVAE, _bit_mask
 
 DEFAULT_PROMPT = "a red fox running through fresh snow at golden hour, cinematic"
 MODES = ("t2v", "t2i", "i2v")

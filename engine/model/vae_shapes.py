@@ -16,10 +16,10 @@ import torch
 
 from engine.errors import VAEWeightsError
 from engine.presets import VAEConfig
-from engine.vae import VideoVAE
+from engine.model.vae import VideoVAE
 
 Shapes = Mapping[str, tuple[int, ...]]
-# The quantizer's constant masks: optional in a checkpoint (engine.vae fills them in).
+# The quantizer's constant masks: optional in a checkpoint (engine.model.vae fills them in).
 MASK_PREFIXES = ("quantizer.", "quantize.")
 
 

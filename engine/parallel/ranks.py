@@ -1,5 +1,5 @@
 """Several processes under `torchrun`: who this process is, its device, and the few collectives a
-run needs (agreeing on a plan, collecting results). Tensor parallelism itself: engine.parallel.
+run needs (agreeing on a plan, collecting results). Tensor parallelism itself: engine.parallel.tensor_parallel.
 
 torchrun (or any launcher that sets the same environment) gives every process RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT; `torch.distributed.init_process_group("env://")` reads
@@ -56,7 +56,7 @@ def rank_device(world: World, name: str = "auto"):
     'auto'), else the one device `name` resolves to (CPU ranks share the CPU)."""
     import torch
 
-    from engine.loading import resolve_device
+    from engine.checkpoints.loading import resolve_device
 
     name = str(name)
     if name not in ("auto", "cuda"):

@@ -1,7 +1,7 @@
 """The generation pipeline: request -> text encoding -> the one sampling loop -> VAE decode -> Result.
 
 t2i, t2v, i2v and extend differ only in the frame count and in how many leading scales are
-forced from an encoded reference; they all go through `engine.sampling.sample_latent`.
+forced from an encoded reference; they all go through `engine.generate.sampling.sample_latent`.
 Progress is reported as `Event`s; nothing here prints.
 """
 from __future__ import annotations
@@ -14,15 +14,17 @@ from typing import Optional
 
 import torch
 
-from engine import __version__, conditioning, speed
+from engine import __version__
+from engine.generate import conditioning
+from engine.checkpoints import speed
 from engine.errors import InfinistarError
-from engine.loading import TINY_DIR, Components, device_memory, load_components
+from engine.checkpoints.loading import TINY_DIR, Components, device_memory, load_components
 from engine.presets import Preset, SamplingConfig
 from engine.request import Event, EventCallback, GenerationRequest, ModelInfo, Result
-from engine.sampling import StepEvent, TextCondition, sample_latent
-from engine.schedule import Schedule, build_schedule
-from engine.text import prompt_text
-from engine.vae import smooth_first_frame
+from engine.generate.sampling import StepEvent, TextCondition, sample_latent
+from engine.model.schedule import Schedule, build_schedule
+from engine.model.text_encoder import prompt_text
+from engine.model.vae import smooth_first_frame
 
 
 class RequestError(InfinistarError):
@@ -126,7 +128,7 @@ class Pipeline:
     def run(self, request: GenerationRequest, on_event: Optional[EventCallback] = None,
             reference: Optional[conditioning.Reference] = None) -> Result:
         """Generate one output. i2v/extend read `request.image`/`request.video`, or continue the
-        in-memory `reference` frames (story segments, engine.story)."""
+        in-memory `reference` frames (story segments, engine.generate.segments)."""
         emit = on_event or _ignore
         if request.mode in ("t2i", "t2v") and not request.prompt.strip():
             raise RequestError("the prompt is empty.")
@@ -185,8 +187,8 @@ class Pipeline:
                       carry=cond.carry(latent))
 
     def run_story(self, requests, on_event: Optional[EventCallback] = None):
-        """Consecutive segments of one video, yielded one Result at a time (engine.story)."""
-        from engine.story import run_story
+        """Consecutive segments of one video, yielded one Result at a time (engine.generate.segments)."""
+        from engine.generate.segments import run_story
 
         return run_story(self, requests, on_event)
 
@@ -249,8 +251,8 @@ class Pipeline:
 def load_pipeline(model: str | Path, device: str = "auto", on_event: Optional[EventCallback] = None,
                   cache_dir: str | Path | None = None, offload: str = "none", weights: str = "bf16",
                   dtype: str = "auto", compile: bool = False, parallel: str = "none") -> Pipeline:
-    """Load the preset or model folder `model` on `device` (see engine.loading; `offload` and
-    `weights` modes: engine.offload, engine.quant; `dtype` and `compile`: engine.speed;
-    `parallel="tensor"`: engine.parallel)."""
+    """Load the preset or model folder `model` on `device` (see engine.checkpoints.loading; `offload` and
+    `weights` modes: engine.checkpoints.offload, engine.model.eight_bit; `dtype` and `compile`: engine.checkpoints.speed;
+    `parallel="tensor"`: engine.parallel.tensor_parallel)."""
     return Pipeline.load(model, device=device, on_event=on_event, cache_dir=cache_dir,
                          offload=offload, weights=weights, dtype=dtype, compile=compile, parallel=parallel)

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from engine import video_io
+from engine.media import video_io
 from engine.errors import MediaError
 
 SizeFor = Callable[[int, int], tuple[int, int]]  # (display width, height) -> model (H, W)

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from engine.conditioning import ConditioningError, Reference, continuation_window
+from engine.generate.conditioning import ConditioningError, Reference, continuation_window
 from engine.request import Event, EventCallback, GenerationRequest, Result
 
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from engine.errors import VAEInputError, VAEWeightsError
 from engine.presets import VAE_CONFIGS, VAEConfig
-from engine.vae_blocks import (CausalConv3d, ConvCache, DownBlock, MidBlock, RMSNorm,
+from engine.model.vae_blocks import (CausalConv3d, ConvCache, DownBlock, MidBlock, RMSNorm,
                                SpatialNorm, UpBlock, inplace_ok)
 
 LATENT_FRAMES_PER_CHUNK = 2  # decoder: latent frames per call after the first chunk (official)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.data.synthetic import COLOURS
+from engine.train.synthetic import COLOURS
 
 HALF = 128  # brightest channel >= this: object pixel
 MIN_AREA = 30  # px; the smallest training triangle covers ~65 px at 48x64

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from engine import quant
+from engine.model import eight_bit
 from engine.errors import InfinistarError
 
 DTYPES = ("auto", "fp32", "bf16")
@@ -60,11 +60,11 @@ def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> N
 
 def configure(components, dtype: str = "auto", weights: str = "bf16", compile: bool = False):
     """Apply speed options to already built fp32 components (random-weight benches); returns a
-    copy of `components` recording them. Loading from files applies them in engine.loading."""
+    copy of `components` recording them. Loading from files applies them in engine.checkpoints.loading."""
     device = components.device
     transformer, blocks = components.transformer, block_dtype(dtype, device)
-    if quant.check_mode(weights) != "bf16":
-        quant.quantize_transformer(transformer, weights, device, dtype=blocks)
+    if eight_bit.check_mode(weights) != "bf16":
+        eight_bit.quantize_transformer(transformer, weights, device, dtype=blocks)
     else:
         for block in transformer.layers():
             block.to(blocks)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.schedule import Schedule
+from engine.model.schedule import Schedule
 
 
 def inv_freq(head_dim: int, base: float = 10000.0) -> torch.Tensor:

@@ -22,10 +22,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from engine import weights
+from engine.checkpoints import weights
 from engine.errors import InfinistarError
 from engine.presets import Preset, TransformerConfig
-from engine.transformer import InfinityTransformer
+from engine.model.transformer import InfinityTransformer
 
 PARALLEL_MODES = ("none", "tensor")
 COLUMN = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
@@ -110,7 +110,7 @@ def load_sharded_transformer(preset: Preset, folder: Path, device: torch.device)
     check_ranks(cfg, dist.get_world_size())
     with torch.device("meta"):
         model = InfinityTransformer(cfg).float()
-    if device.type == "cuda":  # as released and as engine.loading: bf16 blocks, fp32 elsewhere
+    if device.type == "cuda":  # as released and as engine.checkpoints.loading: bf16 blocks, fp32 elsewhere
         for block in model.layers():
             block.to(torch.bfloat16)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))

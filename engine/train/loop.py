@@ -1,7 +1,7 @@
 """Train a preset's VAE, transformer and (tiny) text encoder on the synthetic shape videos.
 
 Written for any preset config, sized for the tiny one (CPU minutes). It uses the inference
-modules and key names unchanged, and writes the official folder layout `engine.loading` reads:
+modules and key names unchanged, and writes the official folder layout `engine.checkpoints.loading` reads:
 `infinitystar_videovae.safetensors`, `<checkpoint_dir>/model.safetensors`,
 `text_encoder/tiny.safetensors`.
 
@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file, save_model
 
 from engine import presets
-from engine.data import synthetic
-from engine.loading import TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
+from engine.train import synthetic
+from engine.checkpoints.loading import TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
 from engine.presets import Preset
-from engine.quantizer import LatentAccumulator, encode_bits, latent_from_bits
-from engine.rope import text_rope, visual_rope
-from engine.schedule import Schedule, build_schedule, dense_visibility
-from engine.text import TextEncoder, prompt_text
-from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE, fold_2x2, gaussian_posterior
+from engine.model.latent_bits import LatentAccumulator, encode_bits, latent_from_bits
+from engine.model.rope import text_rope, visual_rope
+from engine.model.schedule import Schedule, build_schedule, dense_visibility
+from engine.model.text_encoder import TextEncoder, prompt_text
+from engine.model.transformer import InfinityTransformer
+from engine.model.vae import VideoVAE, fold_2x2, gaussian_posterior
 
 Log = Callable[[str, int, dict], None]  # (phase, step, metrics)
 
@@ -433,7 +433,7 @@ def _plain(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_model_folder(folder: str | Path, preset: Preset, transformer: InfinityTransformer | None = None,
                       vae: VideoVAE | None = None, text: TextEncoder | None = None) -> Path:
-    """Write the given parts in the official layout that `engine.loading.load_components` reads."""
+    """Write the given parts in the official layout that `engine.checkpoints.loading.load_components` reads."""
     folder = Path(folder)
     if transformer is not None:
         (folder / preset.checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -478,14 +478,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             logging.info("%s step %d %s (%.0f s)", phase, step, shown, time.perf_counter() - start)
 
     if args.phase in ("all", "vae"):
-        from engine.loading import load_vae
+        from engine.checkpoints.loading import load_vae
 
         start_vae = load_vae(preset, args.resume_vae, torch.device("cpu")) if args.resume_vae else None
         vae = train_vae(preset, cfg, log, start_vae, lambda v: save_model_folder(args.out, preset, vae=v))
         save_model_folder(args.out, preset, vae=vae)
         logging.info("VAE done after %.0f s", time.perf_counter() - start)
     else:
-        from engine.loading import load_vae
+        from engine.checkpoints.loading import load_vae
 
         vae = load_vae(preset, Path(args.out), torch.device("cpu"))
     if args.phase in ("all", "transformer"):

@@ -4,7 +4,7 @@ A model is a folder in the official layout: the transformer folder named by the 
 `checkpoint_dir` (safetensors shards + index), `infinitystar_videovae.pth` (or an already
 converted `infinitystar_videovae.safetensors`) and `text_encoder/flan-t5-xl-official/`. An optional
 `infinistar.json` overrides preset fields (`base` names the preset it starts from) or describes the
-whole model; the VAE's configuration may also be read off its checkpoint (engine.vae_shapes). The tiny
+whole model; the VAE's configuration may also be read off its checkpoint (engine.model.vae_shapes). The tiny
 preset ships as such a folder inside the package (`engine/assets/tiny`), so it loads through the
 same code as the 8B models, with no download.
 
@@ -21,13 +21,15 @@ from typing import Optional
 
 import torch
 
-from engine import hub, offload, presets, quant, speed, weights
+from engine import presets
+from engine.checkpoints import hub, offload, speed, weights
+from engine.model import eight_bit
 from engine.errors import InfinistarError
 from engine.presets import Preset
-from engine.text import TextEncoder
-from engine.transformer import InfinityTransformer
-from engine.vae import VideoVAE
-from engine.vae_shapes import resolve_vae_config
+from engine.model.text_encoder import TextEncoder
+from engine.model.transformer import InfinityTransformer
+from engine.model.vae import VideoVAE
+from engine.model.vae_shapes import resolve_vae_config
 
 TINY_DIR = hub.BUILT_IN["tiny"]
 VAE_SAFETENSORS = Path(hub.VAE_FILE).with_suffix(".safetensors").name
@@ -49,11 +51,11 @@ class Components:
     text: TextEncoder
     device: torch.device
     source: str  # where the weights came from (folder path)
-    offload: str = "none"  # engine.offload mode
-    weights: str = "bf16"  # engine.quant mode of the transformer blocks' linears
+    offload: str = "none"  # engine.checkpoints.offload mode
+    weights: str = "bf16"  # engine.model.eight_bit mode of the transformer blocks' linears
     offloader: Optional[offload.Offloader] = None  # set when offloading is active
-    dtype: str = "auto"  # engine.speed compute dtype mode
-    compiled: bool = False  # transformer blocks torch.compile'd (engine.speed)
+    dtype: str = "auto"  # engine.checkpoints.speed compute dtype mode
+    compiled: bool = False  # transformer blocks torch.compile'd (engine.checkpoints.speed)
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -165,14 +167,14 @@ def load_transformer(preset: Preset, folder: Path, device: torch.device, weights
     source = f"{folder}, built as {described_by} says," if described_by else None
     with torch.device("meta"):
         model = InfinityTransformer(preset.transformer)
-    if quant.check_mode(weights_mode) == "bf16":
+    if eight_bit.check_mode(weights_mode) == "bf16":
         weights.load_safetensors_dir(model, folder, dtype_for=block_dtype_for(device, dtype), device=home,
                                      source=source)
     else:
         block_dtype = block_dtype_for(device, dtype)("blocks.")
         keep_blocks = lambda key: None if key.startswith(BLOCK_PREFIXES) else torch.float32  # noqa: E731
         weights.load_safetensors_dir(model, folder, dtype_for=keep_blocks, device="cpu", source=source)
-        quant.quantize_transformer(model, weights_mode, home, dtype=block_dtype)
+        eight_bit.quantize_transformer(model, weights_mode, home, dtype=block_dtype)
         model.to(device=home)  # embeddings and heads; the blocks are there already
     return model.eval().requires_grad_(False)
 
@@ -201,10 +203,15 @@ def load_text_encoder(preset: Preset, folder: Path, device: torch.device,
                       dtype: Optional[torch.dtype] = None) -> TextEncoder:
     if preset.text_encoder == "tiny":
         trained = folder / TINY_TEXT_WEIGHTS
-        return TextEncoder.tiny(weights=trained if trained.is_file() else None, device=device)
+        if not trained.is_file():
+            return TextEncoder.tiny(device=device)
+        with weights.reading_safetensors(trained):  # a cut file: one line naming it
+            return TextEncoder.tiny(weights=trained, device=device)
     t5 = folder / hub.T5_DIR
     if not t5.is_dir():
         raise ModelSourceError(f"{folder} has no text encoder folder {hub.T5_DIR}.")
+    for shard in sorted(t5.glob("*.safetensors")):  # a cut file: one line naming it
+        weights.read_safetensors_header(shard)
     return TextEncoder.from_pretrained(t5, device=device, dtype=dtype)
 
 
@@ -214,20 +221,20 @@ def load_components(model: str | Path, device: str | torch.device = "auto",
                     parallel: str = "none") -> Components:
     """Load a preset (from the package or the download cache) or a model folder.
 
-    `offload_mode` (engine.offload) and `weights_mode` (engine.quant) trade speed for GPU memory;
-    `dtype` and `compile` (engine.speed) trade exactness or start-up time for speed;
-    `parallel="tensor"` loads only this rank's shard of the transformer blocks (engine.parallel).
+    `offload_mode` (engine.checkpoints.offload) and `weights_mode` (engine.model.eight_bit) trade speed for GPU memory;
+    `dtype` and `compile` (engine.checkpoints.speed) trade exactness or start-up time for speed;
+    `parallel="tensor"` loads only this rank's shard of the transformer blocks (engine.parallel.tensor_parallel).
     """
     if parallel != "none":
-        from engine import parallel as tensor_parallel
+        from engine.parallel import tensor_parallel
 
         tensor_parallel.check_modes(parallel, offload_mode, weights_mode)
     offload.check_mode(offload_mode)
-    quant.check_mode(weights_mode)
+    eight_bit.check_mode(weights_mode)
     speed.check_dtype(dtype)
     device = resolve_device(device)
     if weights_mode == "fp8" and device.type == "mps":
-        raise quant.WeightModeError("--weights fp8 needs float8 tensors, which MPS lacks; use --weights int8.")
+        raise eight_bit.WeightModeError("--weights fp8 needs float8 tensors, which MPS lacks; use --weights int8.")
     name = str(model)
     if name in presets.names():
         described = ModelDescription(presets.get(name))

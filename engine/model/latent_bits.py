@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from engine.schedule import Schedule
+from engine.model.schedule import Schedule
 
 
 def resample_channels_space(x: torch.Tensor, size: tuple[int, int, int], mode: str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Reading and writing media: MP4 (H.264 via PyAV) and PNG (Pillow).
 
-Writes are atomic (engine.atomic): the file and its sidecar go to hidden temp files in the target
+Writes are atomic (engine.media.atomic): the file and its sidecar go to hidden temp files in the target
 directory and are renamed into place together, so an interrupted or failed run never leaves a
 half-written output, a temp file, or a video without its sidecar.
 Generation metadata (a JSON-able dict) is stored three ways: in the file itself (MP4 `comment`
@@ -19,8 +19,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from engine import __version__, atomic
-from engine.encoding import h264
+from engine import __version__
+from engine.media import atomic
+from engine.media.encoding import h264
 from engine.errors import MediaError, OutputExistsError, OutputPathError
 
 VIDEO_SUFFIX = ".mp4"
@@ -72,7 +73,7 @@ def prepare_output_dir(directory: str | Path) -> Path:
 
 
 def _stage(path: Path, overwrite: bool) -> atomic.Staged:
-    """A temp file for `path` (see engine.atomic), after the directory and no-clobber checks."""
+    """A temp file for `path` (see engine.media.atomic), after the directory and no-clobber checks."""
     prepare_output_dir(path.parent)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; not overwriting it")
@@ -95,7 +96,7 @@ def _staged_sidecar(path: Path, metadata: dict) -> atomic.Staged:
 
 
 def _publish_with_sidecar(staged: atomic.Staged, metadata: dict, overwrite: bool) -> Path:
-    """Publish a written media temp file and its sidecar together, or neither (engine.atomic)."""
+    """Publish a written media temp file and its sidecar together, or neither (engine.media.atomic)."""
     try:
         sidecar = _staged_sidecar(staged.path, metadata)
     except BaseException:
@@ -119,7 +120,7 @@ class VideoWriter:
     """Streaming H.264 MP4 writer: feed uint8 chunks [t, H, W, 3], then close() to publish the file.
 
     yuv420p at quality `crf`, or with `lossless` RGB 4:4:4 that decodes to exactly the frames given;
-    either way the file depends on the frames alone (engine.encoding). The settings are recorded
+    either way the file depends on the frames alone (engine.media.encoding). The settings are recorded
     in the metadata under "encoding". Used as a context manager, an exception (or Ctrl-C) inside
     the block discards everything.
     """

@@ -7,7 +7,6 @@ from typing import Optional, Sequence
 import torch
 
 from engine.presets import PromptDecoration
-from engine.weights import read_safetensors_header, reading_safetensors
 
 TINY_MAX_LENGTH = 64
 FLAN_T5_MAX_LENGTH = 512
@@ -77,8 +76,6 @@ class TextEncoder:
         device = torch.device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        for shard in sorted(Path(path).glob("*.safetensors")):  # a cut file: one line naming it
-            read_safetensors_header(shard)
         tokenizer = AutoTokenizer.from_pretrained(str(path), legacy=True)
         model = T5EncoderModel.from_pretrained(str(path), **_dtype_kwarg(dtype)).to(device)
         return cls(tokenizer, model, FLAN_T5_MAX_LENGTH)
@@ -109,8 +106,7 @@ class TextEncoder:
         if weights is not None:
             from safetensors.torch import load_model
 
-            with reading_safetensors(weights):
-                load_model(model, str(weights), strict=True)
+            load_model(model, str(weights), strict=True)
         return cls(tokenizer, model.to(device), TINY_MAX_LENGTH)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from huggingface_hub import HfApi, constants, snapshot_download
 from huggingface_hub.utils import HfHubHTTPError, filter_repo_objects
 from tqdm.auto import tqdm
 
-from engine import hub_timeouts
+from engine.checkpoints import hub_timeouts
 from engine.errors import DiskSpaceError, DownloadError, InfinistarError, ModelNotDownloadedError
 
 REPO_ID = "FoundationVision/InfinityStar"
@@ -61,7 +61,7 @@ VARIANTS: dict[str, Variant] = {
 }
 ALL = "all"
 # Presets whose weights ship inside the package: they need no download and run offline.
-BUILT_IN: dict[str, Path] = {"tiny": Path(__file__).parent / "assets" / "tiny"}
+BUILT_IN: dict[str, Path] = {"tiny": Path(__file__).parent.parent / "assets" / "tiny"}
 
 
 def variant_names(name: str) -> list[str]:
@@ -475,7 +475,7 @@ def _git_blob_sha1(path: Path) -> str:
 
 
 def _offline_checks(root: Path, rel: str) -> list[str]:
-    from engine.weights import SafetensorsFormatError, read_safetensors_header  # torch: only when verifying
+    from engine.checkpoints.weights import SafetensorsFormatError, read_safetensors_header  # torch: only when verifying
 
     path = root / rel
     problems = []

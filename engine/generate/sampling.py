@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.presets import SamplingConfig
-from engine.quantizer import LatentAccumulator
-from engine.rope import grid_rope, text_rope, visual_rope
-from engine.schedule import Schedule
-from engine.transformer import InfinityTransformer, KVCache
+from engine.model.latent_bits import LatentAccumulator
+from engine.model.rope import grid_rope, text_rope, visual_rope
+from engine.model.schedule import Schedule
+from engine.model.transformer import InfinityTransformer, KVCache
 
 TEXT_KEY = "text"
 
