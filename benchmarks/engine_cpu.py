@@ -48,7 +48,7 @@ def mid_preset(depth: int, width: int, heads: int, kv_heads: int, vae: str) -> P
         image_rep=(2, 2, 2, 2, 2, 2, 1, 1), video_rep=(2, 2, 2, 2, 2, 1, 1, 1),
         semantic_scales=4, detail_scale_min_tokens=48,
     )
-    return replace(tiny, name="mid-cpu", transformer=transformer, schedule=schedule, vae=vae,
+    return replace(tiny, name="mid-cpu", transformer=transformer, schedule=schedule, vae=presets.VAE_CONFIGS[vae],
                    description="benchmarks/engine_cpu.py mid-size config")
 
 
