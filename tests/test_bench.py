@@ -19,14 +19,6 @@ from engine.model.transformer import InfinityTransformer
 from engine.model.vae import VideoVAE
 
 
-@pytest.fixture
-def one_thread():
-    """Small ops on a busy shared machine stall with several threads; the counts don't depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def nothing_built(monkeypatch):

@@ -58,16 +58,6 @@ def inputs(tmp_path_factory) -> dict:
     return {"image": folder / "in.png", "video": folder / "in.mp4", "folder": folder}
 
 
-@pytest.fixture
-def one_thread():
-    """The CLI runs in this process: one torch thread, as the server's (busy cores stall several)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def run_cli(*args: str) -> None:
     result = CliRunner().invoke(cli, ["--device", "cpu", "-q", *args, "--model", "tiny"], catch_exceptions=False)
