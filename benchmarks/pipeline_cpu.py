@@ -56,15 +56,29 @@ def _init_random(module, generator) -> None:
                 p.normal_(0.0, p[0].numel() ** -0.5, generator=generator)
 
 
+def _engine_module(path: str):
+    """`engine.<path>` in this layout, or the flat module of the same concept in older checkouts
+    (before the sub-packages: engine.loading, engine.text, engine.pipeline, ...)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"engine.{path}")
+    except ModuleNotFoundError:
+        flat = {"model.text_encoder": "text"}.get(path, path.rsplit(".", 1)[-1])
+        return importlib.import_module(f"engine.{flat}")
+
+
 def build_components(seed: int):
     import torch
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
-    from engine.checkpoints.loading import Components
     from engine.presets import Preset, SamplingConfig, ScheduleConfig, TransformerConfig
-    from engine.model.text_encoder import TextEncoder
-    from engine.model.transformer import InfinityTransformer
-    from engine.model.vae import VAEConfig, VideoVAE
+
+    Components = _engine_module("checkpoints.loading").Components
+    TextEncoder = _engine_module("model.text_encoder").TextEncoder
+    InfinityTransformer = _engine_module("model.transformer").InfinityTransformer
+    vae_module = _engine_module("model.vae")
+    VAEConfig, VideoVAE = vae_module.VAEConfig, vae_module.VideoVAE
 
     transformer_cfg = TransformerConfig(depth=8, block_chunks=2, embed_dim=512, num_heads=8, num_kv_heads=2,
                                         mlp_hidden=1536, text_channels=64)
@@ -126,7 +140,7 @@ class Clock:
 def run_once(pipeline, request, out_dir: Path, frames_file: Path | None) -> dict:
     import torch
 
-    from engine.media import video_io
+    video_io = _engine_module("media.video_io")
 
     _reset_peak()
     clock = Clock()
@@ -165,8 +179,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     import engine
-    from engine.generate.pipeline import Pipeline
     from engine.request import GenerationRequest
+
+    Pipeline = engine.Pipeline
 
     if not Path(engine.__file__).resolve().is_relative_to(root):
         raise SystemExit(f"worker for {root} imported {engine.__file__}")
