@@ -35,8 +35,8 @@ _PUBLIC = {
     "frames_for": "engine.generate.pipeline:frames_for",
     "check_input": "engine.generate.conditioning:check_input",
     "aspect_h_div_w": "engine.generate.conditioning:aspect_h_div_w",
-    "extend_steps": "engine.generate.conditioning:extend_steps",
-    "story_requests": "engine.generate.segments:story_requests",
+    "check_length": "engine.generate.segments:check_length",
+    "plan_segments": "engine.generate.segments:plan_segments",
     # files, weights, processes, measurement
     "video_io": "engine.media.video_io",
     "hub": "engine.checkpoints.hub",

@@ -25,6 +25,11 @@ class OutputPathError(InfinistarError):
     """The output path cannot be used: wrong suffix for the content, or an unwritable directory."""
 
 
+class ConditioningError(InfinistarError):
+    """A reference image/video or a conditioning option that cannot be used (also: extend's
+    --seconds that is not a whole number of continuation steps)."""
+
+
 class MediaError(InfinistarError):
     """A media file cannot be read: missing, unreadable, corrupt or of an unsupported kind."""
 

@@ -111,16 +111,9 @@ class ModelInfo:
 
 @dataclass
 class Result:
-    """A finished generation. `frames` is a uint8 tensor [T, H, W, 3] (RGB).
-
-    `decoded` holds every frame the model decoded (for extend: the re-quantized conditioning window
-    and the new frames), which a following story segment continues from; `carry` is the latent
-    window the interact recipe continues from (engine.generate.conditioning.Carry, None for other presets).
-    """
+    """A finished generation. `frames` is a uint8 tensor [T, H, W, 3] (RGB)."""
 
     frames: Any
     fps: int
     metadata: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
-    decoded: Any = None
-    carry: Any = None

@@ -176,7 +176,7 @@ def _is_path(model: str) -> bool:
 
 def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
     """The preset name or model directory to load, checking --res/--seconds/--model against each other."""
-    # extend's --seconds counts new footage; it is checked against the preset's continuation step.
+    # extend's --seconds counts new footage (engine.check_length checks it against the continuation step).
     model, res, seconds = options["model"], options["res"], None if mode == "extend" else options.get("seconds")
     if model and res:
         model_source, res_source = ctx.get_parameter_source("model"), ctx.get_parameter_source("res")
@@ -188,18 +188,15 @@ def resolve_model(ctx: click.Context, mode: str, options: dict) -> str:
         model = validation.default_model(mode, seconds, res)  # without --res, the length decides
     elif not _is_path(model):
         presets.get(model)  # an unknown name fails here, before anything loads
-    check_seconds(model, seconds, "")
-    if mode == "extend" and model in presets.names():
-        from engine import extend_steps  # torch: imported only when needed
-
-        extend_steps(presets.get(model), options.get("seconds"))
+    check_length(model, mode, options.get("seconds"), "")
     return model
 
 
-def check_seconds(model: str, seconds: Optional[int], where: str) -> None:
-    """Refuse lengths a named preset does not offer before anything is loaded (engine.validation)."""
+def check_length(model: str, mode: str, seconds: Optional[int], where: str) -> None:
+    """Refuse lengths a named preset cannot make before anything is loaded (engine.check_length): an
+    unoffered video length is a usage error, extend footage off the continuation step an error."""
     try:
-        validation.check_seconds(model, seconds, where)
+        engine.check_length(model, mode, seconds, where)
     except validation.RequestFieldError as error:
         raise click.UsageError(str(error)) from None
 
@@ -242,12 +239,7 @@ def plan_outputs(mode: str, model: str, jobs: list[Job], options: dict, batch: b
     claimed: dict[Path, str] = {}
     for job in jobs:
         overrides = dict(job.overrides)
-        if mode != "extend":
-            check_seconds(model, overrides.get("seconds"), job.where)
-        elif overrides.get("seconds") and model in presets.names():
-            from engine import extend_steps
-
-            extend_steps(presets.get(model), overrides["seconds"])
+        check_length(model, mode, overrides.get("seconds"), job.where)
         for seed in job.seeds or options["seeds"] or (random_seed(),):
             index = len(planned) + 1
             template = job.output or options["output"]
@@ -365,15 +357,11 @@ def generate_one(pipeline: Any, item: Planned, model: str, options: dict, report
     """Generate and write one planned output (story segments and extend steps included); the server
     runs its jobs through here too. `reporter` needs on_event, message, begin_output(prefix, header) and prefix."""
     start = time.perf_counter()
-    prompts = list(options.get("segments", ()))
-    if item.request.mode == "extend":  # more seconds than one step: further steps with the same prompt
-        from engine import extend_steps
-
-        steps = extend_steps(pipeline.preset, item.request.seconds)
-        prompts = [item.request.prompt] * (steps - 1) + prompts
-        item = dataclasses.replace(item, request=dataclasses.replace(item.request, seconds=None))
-    if prompts:
-        return write_story(pipeline, item, prompts, output_metadata(item.request, model), options, reporter,
+    # extend's --seconds and every --then/--story prompt: one run per segment (engine.plan_segments)
+    requests = engine.plan_segments(pipeline.preset, item.request, options.get("segments", ()))
+    item = dataclasses.replace(item, request=requests[0])
+    if len(requests) > 1:
+        return write_story(pipeline, item, requests, output_metadata(item.request, model), options, reporter,
                            start) | {"model": str(model)}
     result = pipeline.run(item.request, on_event=reporter.on_event)
     metadata = {**output_metadata(item.request, model), **(result.metadata or {})}

@@ -17,12 +17,9 @@ def read_story(path: Optional[str]) -> list[str]:
     return [line for _, line in read_prompt_lines(path, "story file")]
 
 
-def write_story(pipeline: Any, item: Any, prompts: list[str], metadata: dict, options: dict,
+def write_story(pipeline: Any, item: Any, requests: list[Any], metadata: dict, options: dict,
                 reporter: Reporter, start: float) -> dict:
-    """Generate `item.request` then one segment per prompt, writing each segment as it is done."""
-    from engine import story_requests  # torch: imported only when a story runs
-
-    requests = story_requests(item.request, prompts)
+    """Generate the segments `requests` (engine.plan_segments) of `item`, writing each one as it is done."""
     label = reporter.prefix
 
     def on_event(event: Event) -> None:

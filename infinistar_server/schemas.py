@@ -13,7 +13,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import presets, validation
-from engine import InfinistarError, sampling_value_problem
+from engine import InfinistarError, check_length, sampling_value_problem
 from infinistar_cli.batch import MAX_LINE_BYTES, SEED_MAX, random_seed
 
 SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX:]\s*(\d{1,5})\s*$")
@@ -94,11 +94,7 @@ def plan_video(params: VideoParams, mode: str, served: Optional[str]) -> dict:
     seconds = None if mode == "extend" else params.seconds
     model = _choose_model(params, mode, seconds, served)
     try:
-        validation.check_seconds(model, seconds)
-        if mode == "extend" and model in presets.names():
-            from engine import extend_steps
-
-            extend_steps(presets.get(model), params.seconds)
+        check_length(model, mode, params.seconds)
     except InfinistarError as error:
         raise FieldError("seconds", str(error)) from None
     aspect = params.aspect

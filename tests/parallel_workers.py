@@ -13,12 +13,13 @@ SEED = 5
 def sample(pipeline, forced_bits=None) -> dict:
     """Free sampling (or teacher forcing with `forced_bits`) of one t2v request: bits and raw
     logits of every step, through the pipeline's own components."""
-    from engine.generate.pipeline import sampling_for
+    from engine.generate.pipeline import frames_for, sampling_for
+    from engine.model.schedule import build_schedule
     from engine.request import GenerationRequest
     from engine.generate.sampling import TextCondition, sample_latent
 
     request = GenerationRequest(mode="t2v", prompt=PROMPT, seed=SEED)
-    schedule = pipeline.schedule(request)
+    schedule = build_schedule(pipeline.preset, frames_for(pipeline.preset, request.mode, request.seconds))
     features = pipeline.components.text.encode([pipeline.prompt_text(request, schedule.num_frames)])
     generator = torch.Generator().manual_seed(SEED)
     forced = {} if forced_bits is None else {"forced_bits": forced_bits, "forced_scales": len(schedule.infos)}

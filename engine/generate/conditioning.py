@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
@@ -37,10 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from engine.media import video_io, video_window
-from engine.errors import InfinistarError, MediaError
+from engine.errors import ConditioningError, InfinistarError, MediaError
 from engine.presets import Preset
 from engine.model.latent_bits import encode_bits
 from engine.generate.sampling import ConditionTokens
+from engine.generate.segments import continuation_window, extend_layout, extend_steps, step_seconds, uses_interact
 from engine.model.schedule import Schedule, build_schedule, build_segment_schedule
 
 # Above this many pixels an image is shrunk cheaply (JPEG DCT scaling, else `reduce`) to about twice
@@ -50,10 +50,6 @@ PRESHRINK_PIXELS = 16_000_000
 # pyramid for smaller presets) and the RoPE scale-axis rows of the two conditions.
 INTERACT_SEMANTIC_SCALE = 7
 INTERACT_ROWS = (800, 801)
-
-
-class ConditioningError(InfinistarError):
-    """A reference image/video or a conditioning option that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -141,50 +137,6 @@ def aspect_h_div_w(aspect: Optional[str], width: int, height: int) -> Optional[f
     except ValueError:
         pass
     raise ConditioningError(f"aspect must be 'auto' or W:H such as 16:9, not {aspect!r}.")
-
-
-def extend_layout(preset: Preset, h_div_w: Optional[float] = None) -> tuple[Schedule, int, int]:
-    """(schedule, window frames, forced scales) of one continuation step with `preset`.
-
-    The schedule is the preset's longest video; the window is every clip but the last.
-    """
-    schedule = build_schedule(preset, max(preset.frames), h_div_w)
-    forced = schedule.scales_per_clip * (schedule.num_clips - 1)
-    window_latents = schedule.latent_frames - schedule.clip_shapes[-1][0]
-    window = 1 + preset.schedule.temporal_compression * (window_latents - 1)
-    return schedule, window, forced
-
-
-def uses_interact(preset: Preset) -> bool:
-    """Whether continuations use the InfinityStar-Interact recipe (the `interact` preset)."""
-    return preset.continuation == "interact"
-
-
-def continuation_window(preset: Preset) -> tuple[int, int]:
-    """(window frames a continuation conditions on, new frames it adds)."""
-    if uses_interact(preset):
-        clip, tc = preset.schedule.frames_inner_clip, preset.schedule.temporal_compression
-        return 1 + tc * clip, tc * clip
-    schedule, window, _ = extend_layout(preset)
-    return window, schedule.num_frames - window
-
-
-def _step_seconds(preset: Preset) -> Fraction:
-    return Fraction(continuation_window(preset)[1], preset.fps)
-
-
-def extend_steps(preset: Preset, seconds: Optional[int]) -> int:
-    """How many continuation steps make `seconds` of new footage (None: one)."""
-    step = _step_seconds(preset)
-    if seconds is None:
-        return 1
-    steps = seconds / step
-    if steps.denominator != 1 or steps < 1:
-        raise ConditioningError(
-            f"{preset.name} extends a video by {float(step):g} s per step; --seconds must be a multiple "
-            f"of {float(step):g} (use --then for a new prompt per step)."
-        )
-    return int(steps)
 
 
 # ----------------------------------------------------------------------------- images
@@ -380,8 +332,8 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
     """extend: force every clip but the last with the encoded window of the input."""
     preset: Preset = pipeline.preset
     if request.seconds is not None and extend_steps(preset, request.seconds) != 1:
-        raise ConditioningError(f"one extend run adds {float(_step_seconds(preset)):g} s; "
-                                "engine.generate.segments.run_story chains several.")
+        raise ConditioningError(f"one extend run adds {float(step_seconds(preset)):g} s; "
+                                "engine.generate.segments.plan_segments chains several.")
     if uses_interact(preset):
         return interact_conditioning(pipeline, request, reference)
     frames, facts, h_div_w, start, selection = _input_frames(

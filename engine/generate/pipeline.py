@@ -7,8 +7,9 @@ Progress is reported as `Event`s; nothing here prints.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -17,18 +18,29 @@ import torch
 from engine import __version__
 from engine.generate import conditioning
 from engine.checkpoints import speed
-from engine.errors import InfinistarError
+from engine.errors import ConditioningError, InfinistarError
 from engine.checkpoints.loading import TINY_DIR, Components, device_memory, load_components
 from engine.presets import Preset, SamplingConfig
 from engine.request import Event, EventCallback, GenerationRequest, ModelInfo, Result
 from engine.generate.sampling import StepEvent, TextCondition, sample_latent
-from engine.model.schedule import Schedule, build_schedule
+from engine.generate.segments import continuation_window
+from engine.model.schedule import Schedule
 from engine.model.text_encoder import prompt_text
 from engine.model.vae import smooth_first_frame
 
 
 class RequestError(InfinistarError):
     """A request the loaded model cannot serve (frame count, empty prompt, ...)."""
+
+
+@dataclass
+class Generated(Result):
+    """A Result with what a following story segment continues from: every frame the model decoded
+    (for extend: the re-quantized conditioning window and the new frames) and, for the interact
+    recipe, the latent window (None for other presets)."""
+
+    decoded: Optional[torch.Tensor] = None
+    carry: Optional[conditioning.Carry] = None
 
 
 def _ignore(event: Event) -> None:
@@ -122,11 +134,8 @@ class Pipeline:
         return prompt_text(request.prompt, decoration=self.preset.decoration, seconds=seconds,
                            decorate=decorates(request))
 
-    def schedule(self, request: GenerationRequest) -> Schedule:
-        return build_schedule(self.preset, frames_for(self.preset, request.mode, request.seconds))
-
     def run(self, request: GenerationRequest, on_event: Optional[EventCallback] = None,
-            reference: Optional[conditioning.Reference] = None) -> Result:
+            reference: Optional[conditioning.Reference] = None) -> Generated:
         """Generate one output. i2v/extend read `request.image`/`request.video`, or continue the
         in-memory `reference` frames (story segments, engine.generate.segments)."""
         emit = on_event or _ignore
@@ -183,14 +192,33 @@ class Pipeline:
         metadata["output_frames"] = len(frames)
         metadata["timings"] = {k: round(v, 4) for k, v in timings.items()}
         metadata["kv_cache_peak_bytes"] = sampled.kv_cache_peak_bytes
-        return Result(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings, decoded=decoded,
-                      carry=cond.carry(latent))
+        return Generated(frames=frames, fps=self.preset.fps, metadata=metadata, timings=timings, decoded=decoded,
+                         carry=cond.carry(latent))
 
-    def run_story(self, requests, on_event: Optional[EventCallback] = None):
-        """Consecutive segments of one video, yielded one Result at a time (engine.generate.segments)."""
-        from engine.generate.segments import run_story
-
-        return run_story(self, requests, on_event)
+    def run_story(self, requests: Sequence[GenerationRequest],
+                  on_event: Optional[EventCallback] = None) -> Iterator[Generated]:
+        """Consecutive segments of one video (engine.generate.segments.plan_segments), yielded one at a
+        time: segment k > 0 is an extend step continuing the last window of the frames so far (with the
+        interact recipe, the previous latent window); only its new frames are yielded, so writing them in
+        order gives one video and memory holds one segment plus one window."""
+        emit = on_event or _ignore
+        window = continuation_window(self.preset)[0]
+        tail: Optional[torch.Tensor] = None
+        carry = None
+        for k, request in enumerate(requests):
+            emit(Event("segment", k + 1, len(requests), message=request.prompt))
+            reference = None
+            if k:
+                if request.mode != "extend":
+                    raise ConditioningError(
+                        f"story segment {k + 1} must be an extend request, not {request.mode}.")
+                reference = conditioning.Reference(tail, {"segment": k + 1, "continues": "the previous segments"}, carry)
+            result = self.run(request, on_event, reference=reference)
+            result.metadata["segment"] = k + 1
+            decoded = result.decoded if result.decoded is not None else result.frames
+            tail = decoded[-window:] if tail is None or len(decoded) >= window else torch.cat([tail, decoded])[-window:]
+            carry = result.carry
+            yield result
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, emit: EventCallback = _ignore) -> torch.Tensor:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-
-import torch
+from typing import TYPE_CHECKING
 
 from engine.errors import ScheduleError
 from engine.presets import Preset, ScheduleConfig, TransformerConfig
+
+if TYPE_CHECKING:
+    import torch
 
 # h/w ratios and area sizes of the reference table (pipeline spec §3.2), in the reference order.
 BASE_RATIOS = (1.0, 100 / 116, 3 / 4, 2 / 3, 9 / 16, 1 / 2, 2 / 5, 1 / 3)
@@ -300,6 +302,8 @@ def dense_visibility(schedule: Schedule, text_len: int) -> torch.Tensor:
     A scale sees itself, the text and its ref_sids; text sees text. The same structure the KV
     cache produces step by step (used for teacher-forced checks).
     """
+    import torch  # the schedule itself is torch-free (front ends plan lengths with it)
+
     starts, pos = [], 0
     for info in schedule.infos:
         starts.append(pos)
