@@ -144,7 +144,7 @@ VAE_CONFIGS = {
     "golden": VAEConfig(name="golden", block_out_channels=(4, 8, 8, 8, 8)),
     # The tiny preset's trained VAE (engine/assets/tiny), wider than the golden one. The earlier
     # 4-8-8-8-8 tiny VAE, trained at lr 2e-3, drew red and green as yellow; the shipped one uses
-    # engine.train.loop's recipe (README, "The tiny model"); the narrow width was not retried with it.
+    # engine.train.vae_phase's recipe (README, "The tiny model"); the narrow width was not retried with it.
     "tiny": VAEConfig(name="tiny", block_out_channels=(8, 16, 16, 16, 16)),
 }
 
@@ -245,7 +245,7 @@ _PRESETS: dict[str, Preset] = {
         continuation="interact",
     ),
     # Exactly the architecture and schedule of tests/fixtures/golden (CPU seconds); the shipped
-    # weights are trained by engine.train.loop, the golden tests load their own random ones.
+    # weights are trained by `python -m engine.train`, the golden tests load their own random ones.
     # text_maxlen stays 512: the golden checkpoint has a [512, 48] cfg_uncond and RoPE offset 512.
     # fps 16 keeps the released 4-latent-frames-per-second arithmetic (17 frames = 1 s).
     # 33 frames (image + two 4-latent clips) give `extend` a whole clip to force and one to sample,

@@ -12,8 +12,10 @@ from engine.train import synthetic
 from engine.presets import SamplingConfig
 from engine.generate.sampling import TextCondition, sample_latent
 from engine.model.schedule import build_schedule
-from engine.train.loop import (TrainConfig, init_transformer, random_reps, step_index, teacher_forced_logits,
-                          train_transformer, train_vae, uncached_reps, vae_loss)
+from engine.train.config import TrainConfig
+from engine.train.transformer_phase import (init_transformer, random_reps, step_index, teacher_forced_logits,
+                                            train_transformer, uncached_reps)
+from engine.train.vae_phase import train_vae, vae_loss
 from engine.model.transformer import InfinityTransformer
 from engine.model.vae import VideoVAE, vae_config
 from golden_utils import one_thread  # noqa: F401

@@ -1,4 +1,4 @@
-"""`python -m engine.train`: train a model folder (see engine.train.loop)."""
-from engine.train.loop import main
+"""`python -m engine.train`: train a model folder (see engine.train.run)."""
+from engine.train.run import main
 
 main()
