@@ -1,17 +1,15 @@
-"""A fake engine pipeline injected at the one seam the CLI uses: `engine.load_pipeline`."""
+"""A fake engine pipeline injected at the one seam the CLI uses: `engine.load_pipeline` (the `fake`
+fixture in conftest.py installs it), and helpers to run the CLI in-process."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Callable, Optional
 
-import pytest
 import torch
 from click.testing import CliRunner
 
-import engine
 from engine.errors import InfinistarError
 from engine.request import Event, GenerationRequest, ModelInfo, Result
 from infinistar_cli.main import cli
@@ -81,26 +79,6 @@ class FakePipeline:
                       metadata={"preset": self.preset.name, "output_frames": count, "height": 16, "width": 16,
                                 "prompt_tokens": len(request.prompt.encode()) + 1, "text_max_tokens": 64},
                       timings={"sample": 0.01})
-
-
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    """No INFINISTAR_* variables and no user config file leak in; the cwd is a fresh directory."""
-    for name in list(os.environ):
-        if name.startswith("INFINISTAR_") or name.startswith("_INFINISTAR"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
-
-
-@pytest.fixture
-def fake(monkeypatch, clean_env) -> FakeEngine:
-    fake_engine = FakeEngine()
-    monkeypatch.setattr(engine, "load_pipeline", fake_engine.load)
-    return fake_engine
 
 
 def invoke(*args: str, input: Optional[str] = None, env: Optional[dict] = None):

@@ -6,7 +6,6 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -39,12 +38,3 @@ def tiny_model():
     model = InfinityTransformer(presets.get("tiny").transformer)
     model.load_state_dict(golden("tiny_transformer"), strict=True)
     return model.eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine (100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

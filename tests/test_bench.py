@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import engine.measure.bench as bench
 import engine.checkpoints.loading as loading
-from cli_fakes import clean_env, error_line, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, invoke
 from engine import presets
 from engine.measure.costs import generation_cost, parameter_count
 from engine.request import Event

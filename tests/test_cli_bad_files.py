@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 - pytest fixtures
+from cli_fakes import error_line, invoke
 from engine.checkpoints.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
 
 ROOT = Path(__file__).resolve().parents[1]

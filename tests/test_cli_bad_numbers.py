@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 - pytest fixtures
+from cli_fakes import error_line, invoke
 from engine.errors import RequestError
 from engine.presets import SamplingConfig
 from engine.request import GenerationRequest

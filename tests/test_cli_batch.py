@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, invoke
 from engine.media import video_io
 
 TEMPLATE = "out/{index:02d}_{slug}.mp4"

@@ -7,7 +7,7 @@ import av
 import pytest
 import torch
 
-from cli_fakes import clean_env, error_line, fake, fake_frames, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, fake_frames, invoke
 from engine.media import video_io
 from engine.errors import InfinistarError
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import engine
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, invoke
 from engine.checkpoints import hub, loading
 from engine.request import GenerationRequest, ModelInfo
 from infinistar_cli import summary

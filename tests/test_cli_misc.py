@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, invoke
 from engine.media import video_io
 from engine.request import Event
 from infinistar_cli.progress import Reporter

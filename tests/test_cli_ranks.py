@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cli_fakes import clean_env, error_line, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, invoke
 from parallel_helpers import finish, single_process, start_ranks
 
 PROMPTS = ["a red square moving right", "a blue circle", "a green square", "a yellow ball", "a white square"]

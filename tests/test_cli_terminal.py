@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_fakes import clean_env, fake, invoke  # noqa: F401 (fixtures)
+from cli_fakes import invoke
 from infinistar_cli.progress import wants_live
 
 pytest.importorskip("pyte")

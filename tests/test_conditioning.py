@@ -19,7 +19,7 @@ from engine.errors import MediaError
 from engine.model.latent_bits import latent_from_bits
 from engine.request import GenerationRequest
 from engine.model.schedule import build_schedule
-from media_fakes import (tiny_pipeline, flat_frames, one_thread, pattern_frames, write_image, write_png_header_only,  # noqa: F401
+from media_fakes import (flat_frames, pattern_frames, tiny_pipeline, write_image, write_png_header_only,
                          write_video)
 
 TINY = presets.get("tiny")
@@ -28,6 +28,9 @@ TINY = presets.get("tiny")
 def read_video_resampled(path, fps, size_for):
     """The extend reader's time-based resampling of a whole video."""
     return read_resampled(path, fps, size_for, transform_image)
+
+# Tiny models run ~20x faster on one thread than on two contended cores (the pipeline load too).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

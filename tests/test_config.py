@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, invoke
 from infinistar_cli.config import ConfigError, build_default_map, default_config_path
 from infinistar_cli.main import cli
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -18,7 +17,7 @@ from engine import presets
 from engine.checkpoints.loading import TINY_DIR, TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
 from engine.media.video_io import read_metadata
 from engine.checkpoints.weights import write_safetensors_dir
-from cli_fakes import clean_env, error_line, invoke  # noqa: F401  (fixture)
+from cli_fakes import error_line, invoke
 
 TINY = presets.get("tiny")
 HEIGHT, WIDTH = 48, 64

@@ -8,7 +8,6 @@ import torch
 
 from engine.train import synthetic
 from engine.train.judge import judge
-from golden_utils import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 (fixtures)
+from cli_fakes import error_line, invoke
 from engine import presets
 from engine.measure import memory
 from engine.model import eight_bit

@@ -19,7 +19,7 @@ from engine.model.eight_bit import QuantLinear
 from engine.request import GenerationRequest
 from engine.model.rope import text_rope, visual_rope
 from engine.model.schedule import build_schedule, dense_visibility, kv_cache_elements
-from golden_utils import golden, golden_meta, one_thread, tiny_model  # noqa: F401
+from golden_utils import golden, golden_meta, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOLERANCE = {"int8": (0.25, 0.04), "fp8": (0.75, 0.16)}  # (max |diff|, relative L2)

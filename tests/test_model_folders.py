@@ -21,7 +21,7 @@ from engine.model.vae import VideoVAE
 from engine.model.vae_shapes import VAEConfigError, expected_shapes, infer_vae_config, resolve_vae_config
 from engine.media.video_io import read_metadata
 from engine.checkpoints.weights import write_safetensors_dir
-from cli_fakes import clean_env, error_line, invoke  # noqa: F401  (fixture)
+from cli_fakes import error_line, invoke
 
 TINY = presets.get("tiny")
 WIDE_VAE = VAEConfig(name="wide", block_out_channels=(6, 12, 12, 12, 12))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_fakes import clean_env, error_line, fake, invoke  # noqa: F401 - pytest fixtures
+from cli_fakes import error_line, invoke
 from engine.media import atomic, video_io
 from engine.errors import OutputExistsError
 

@@ -6,7 +6,7 @@ import torch
 from engine import presets
 from engine.model.latent_bits import bits_to_codes, encode_bits, latent_from_bits, resample_channels_space
 from engine.model.schedule import build_schedule
-from golden_utils import golden, golden_meta, one_thread  # noqa: F401
+from golden_utils import golden, golden_meta
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

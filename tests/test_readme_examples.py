@@ -6,7 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
-from cli_fakes import clean_env, fake, invoke  # noqa: F401 (fixtures)
+from cli_fakes import invoke
 from terminal_screen import SPINNER
 
 ROOT = Path(__file__).resolve().parents[1]

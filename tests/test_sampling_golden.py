@@ -10,7 +10,7 @@ from engine.generate import sampling as sampling_mod
 from engine.model.latent_bits import encode_bits, latent_from_bits
 from engine.generate.sampling import TextCondition, guide, sample_latent
 from engine.model.schedule import build_schedule
-from golden_utils import GOLDEN_SAMPLING, golden, golden_meta, tiny_model, one_thread  # noqa: F401
+from golden_utils import GOLDEN_SAMPLING, golden, golden_meta, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

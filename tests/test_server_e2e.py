@@ -6,7 +6,6 @@ import base64
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import av
 import numpy as np

@@ -20,7 +20,6 @@ from engine.train.judge import judge
 from engine.train.synthetic import render, sample_scene
 from engine.generate.pipeline import load_pipeline
 from engine.request import GenerationRequest
-from golden_utils import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,6 @@ from engine.train.transformer_phase import (init_transformer, random_reps, step_
 from engine.train.vae_phase import train_vae, vae_loss
 from engine.model.transformer import InfinityTransformer
 from engine.model.vae import VideoVAE, vae_config
-from golden_utils import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,7 +6,7 @@ import torch
 from engine import presets
 from engine.model.rope import text_rope, visual_rope
 from engine.model.schedule import build_schedule, dense_visibility
-from golden_utils import golden, golden_meta, tiny_model, one_thread  # noqa: F401
+from golden_utils import golden, golden_meta, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

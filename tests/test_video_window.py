@@ -13,7 +13,7 @@ import torch
 
 from engine.generate.conditioning import transform_image
 from engine.media.video_window import ShortVideoError, official_indices, read_resampled, read_start
-from cli_fakes import clean_env, error_line, invoke  # noqa: F401  (fixture)
+from cli_fakes import error_line, invoke
 
 BITS = 6  # frame numbers up to 63 as six black/white stripes
 

@@ -1,4 +1,5 @@
-"""The loader against the project's real transformer, presets and the released key table."""
+"""The loader against the transformer the presets build (no real model is loaded): the released 720p
+key table checked against its shapes on the meta device, the golden tiny checkpoint, shards, overrides."""
 import json
 import shutil
 from pathlib import Path
