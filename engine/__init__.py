@@ -2,7 +2,7 @@
 never prints; it reports progress through `Event`s.
 
 Layers (ARCHITECTURE.md), lowest first; a module imports only from its own layer or below:
-  errors, request, presets, validation  shared vocabulary, torch-free
+  errors, choices, request, presets, validation  shared vocabulary, torch-free
   model/        the networks and the token layout they are built around
   media/        files in and out (images, videos, atomic writes)
   checkpoints/  weights, where they live and how they reach a device (dtype, offload, compile)
@@ -29,6 +29,11 @@ _PUBLIC = {
     "sampling_value_problem": "engine.request:sampling_value_problem",
     "InfinistarError": "engine.errors:InfinistarError",
     "OutputExistsError": "engine.errors:OutputExistsError",
+    "OFFLOAD_MODES": "engine.choices:OFFLOAD_MODES",
+    "WEIGHT_MODES": "engine.choices:WEIGHT_MODES",
+    "DTYPES": "engine.choices:DTYPES",
+    "PARALLEL_MODES": "engine.choices:PARALLEL_MODES",
+    "GUIDANCE": "engine.choices:GUIDANCE",
     # generation
     "load_pipeline": "engine.generate.pipeline:load_pipeline",
     "Pipeline": "engine.generate.pipeline:Pipeline",

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from engine.choices import GUIDANCE
 from engine.errors import RequestError, UnknownPresetError
 from engine.request import sampling_value_problem
 
@@ -77,7 +78,7 @@ class ScheduleConfig:
 class SamplingConfig:
     """Guidance, temperatures and RNG defaults of the sampling loop."""
 
-    guidance: str = "apg"  # "apg" | "cfg"
+    guidance: str = "apg"  # one of GUIDANCE: "apg" | "cfg"
     cfg_scale: float = 34.0
     apg_norm_threshold: float = 0.05
     apg_eta: float = 0.0
@@ -87,7 +88,7 @@ class SamplingConfig:
     max_repeat_times: int = 10000
 
     def __post_init__(self) -> None:
-        if self.guidance not in ("apg", "cfg"):
+        if self.guidance not in GUIDANCE:
             raise ValueError(f"guidance must be 'apg' or 'cfg', not {self.guidance!r}")
         for name, value in (("cfg", self.cfg_scale), ("tau_image", self.tau_image), ("tau_video", self.tau_video)):
             problem = sampling_value_problem(name, value)

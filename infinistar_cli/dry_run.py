@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from engine import OFFLOAD_MODES, WEIGHT_MODES
+
 GIB = 2**30
 
 
@@ -60,10 +62,10 @@ def print_estimate(model: str, mode: str, options: dict) -> None:
     ]
     if chosen.streamed_per_step:
         lines.append(f"  blocks copied to the GPU per step: {_gib(chosen.streamed_per_step)}")
-    lines += ["", "  peak GiB   " + "".join(f"{w_:>8}" for w_ in memory.eight_bit.WEIGHT_MODES)]
-    for o in memory.offload.OFFLOAD_MODES:
+    lines += ["", "  peak GiB   " + "".join(f"{w_:>8}" for w_ in WEIGHT_MODES)]
+    for o in OFFLOAD_MODES:
         cells = [f"{every[(o, w_)].peak / GIB:7.1f}" + ("*" if (o, w_) == (chosen.offload, chosen.weights) else " ")
-                 for w_ in memory.eight_bit.WEIGHT_MODES]
+                 for w_ in WEIGHT_MODES]
         lines.append(f"  {o:<11}" + "".join(cells))
     lines.append("  (* = the chosen --offload/--weights; estimates for a CUDA GPU, see the README)")
     click.echo("\n".join(lines))

@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 import engine
 from engine import __version__, presets, validation
+from engine import DTYPES, GUIDANCE, OFFLOAD_MODES, PARALLEL_MODES, WEIGHT_MODES
 from engine import OutputExistsError, RESOLUTIONS, ranks, video_io
 from engine import Event, GenerationRequest
 from infinistar_cli.batch import (
@@ -31,13 +32,6 @@ from infinistar_cli.story import read_story, write_story
 
 # Modes conditioned on an input file: its argument name and the request field it fills.
 INPUTS = {"i2v": "image", "extend": "video"}
-# engine.checkpoints.offload.OFFLOAD_MODES, engine.model.eight_bit.WEIGHT_MODES and engine.checkpoints.speed.DTYPES, repeated so
-# `--help` needs no torch.
-OFFLOAD_MODES = ("none", "model", "blocks")
-WEIGHT_MODES = ("bf16", "int8", "fp8")
-GUIDANCE = ("apg", "cfg")  # engine.presets.SamplingConfig.guidance
-DTYPES = ("auto", "fp32", "bf16")
-PARALLEL_MODES = ("none", "tensor")  # engine.parallel.tensor_parallel; `none` shards a batch when torchrun starts several ranks
 SOURCE_RANK = {ParameterSource.COMMANDLINE: 3, ParameterSource.ENVIRONMENT: 2, ParameterSource.DEFAULT_MAP: 1}
 
 

@@ -12,8 +12,8 @@ from typing import Optional
 
 import click
 
+from engine import OFFLOAD_MODES, WEIGHT_MODES
 from infinistar_cli.config import option
-from infinistar_cli.generate import OFFLOAD_MODES, WEIGHT_MODES
 
 DEFAULT_PORT = 8765
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")

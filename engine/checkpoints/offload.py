@@ -22,7 +22,7 @@ from torch import nn
 
 from engine.errors import InfinistarError
 
-OFFLOAD_MODES = ("none", "model", "blocks")
+from engine.choices import OFFLOAD_MODES
 
 
 class OffloadModeError(InfinistarError):

@@ -18,7 +18,7 @@ import torch
 from engine.model import eight_bit
 from engine.errors import InfinistarError
 
-DTYPES = ("auto", "fp32", "bf16")
+from engine.choices import DTYPES
 _FLOATS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from engine.errors import InfinistarError
 
-WEIGHT_MODES = ("bf16", "int8", "fp8")  # "bf16" = the float path (fp32 on CPU)
+from engine.choices import WEIGHT_MODES  # "bf16" = the float path (fp32 on CPU)
 _LEVELS = {"int8": 127.0, "fp8": 448.0}
 
 

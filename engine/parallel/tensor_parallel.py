@@ -27,7 +27,7 @@ from engine.errors import InfinistarError
 from engine.presets import Preset, TransformerConfig
 from engine.model.transformer import InfinityTransformer
 
-PARALLEL_MODES = ("none", "tensor")
+from engine.choices import PARALLEL_MODES
 COLUMN = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
 ROW = ("attn.o_proj", "mlp.down_proj")
 
