@@ -57,6 +57,7 @@ def test_signal_during_story_segment_two(tmp_path, signum, status, word):
     assert sorted(os.listdir(tmp_path)) == []  # the streamed first segment's .part is gone
 
 
+@pytest.mark.slow
 def test_sigint_around_the_writer_never_splits_a_pair(tmp_path):
     """Ctrl-C from just before the writer starts to after it has finished: every outcome is either
     nothing (130) or the whole pair (0, or 130 when the signal came after publishing)."""
@@ -100,6 +101,7 @@ def _pair(path: Path) -> tuple[dict, dict]:
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_racing_writers_never_mix_a_pair(tmp_path):
     """Two processes overwriting one name in lock-step rounds while a reader looks between rounds:
     the video and the sidecar it sees always come from the same write."""

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cli_fakes import error_line, invoke
@@ -28,6 +29,7 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.slow
 def test_sharded_batch_writes_each_output_once_as_one_process_would(clean_env):
     (clean_env / "shots.txt").write_text("\n".join(PROMPTS) + "\n")
     ranks = finish(start_ranks(BATCH, 2, clean_env))
@@ -53,6 +55,7 @@ def test_sharded_batch_writes_each_output_once_as_one_process_would(clean_env):
         assert meta == ref
 
 
+@pytest.mark.slow
 def test_a_killed_rank_loses_nothing_and_a_rerun_finishes_the_rest(clean_env):
     (clean_env / "shots.txt").write_text("\n".join(PROMPTS) + "\n")
     ranks = start_ranks(BATCH, 2, clean_env)
@@ -91,6 +94,7 @@ def error_line_of(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_failing_output_does_not_stop_its_rank_and_the_exit_status_names_it(clean_env):
     prompts = [*PROMPTS[:2], "a FAIL square", *PROMPTS[3:]]  # tests/failing_cli.py makes this one fail
     (clean_env / "shots.txt").write_text("\n".join(prompts) + "\n")
@@ -116,6 +120,7 @@ def test_bad_setups_are_one_line_errors(clean_env, monkeypatch):
     assert error_line(result).startswith("Error: rank 1 has no GPU: it is process 1 on its node (LOCAL_RANK)")
 
 
+@pytest.mark.slow
 def test_tensor_parallel_over_more_ranks_than_kv_heads_is_refused_before_loading(clean_env):
     args = ["--device", "cpu", "t2v", "a fox", "--model", "tiny", "--parallel", "tensor", "-o", "x.mp4"]
     ranks = finish(start_ranks(args, 2, clean_env))
@@ -124,6 +129,7 @@ def test_tensor_parallel_over_more_ranks_than_kv_heads_is_refused_before_loading
     assert not ranks[1][2].strip() and "loading" not in ranks[0][2] and not (clean_env / "x.mp4").exists()
 
 
+@pytest.mark.slow
 def test_tensor_parallel_writes_one_file_from_rank_0(clean_env, tmp_path):
     from parallel_helpers import two_kv_head_model
 

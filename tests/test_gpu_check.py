@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.slow
 def test_smoke_runs_every_case_and_writes_one_json(tmp_path):
     out = tmp_path / "smoke.json"
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],

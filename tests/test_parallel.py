@@ -30,6 +30,7 @@ def two_ranks(tmp_path_factory):
     return single, [torch.load(root / f"rank{r}.pt") for r in range(RANKS)]
 
 
+@pytest.mark.slow
 def test_teacher_forced_logits_equal_the_single_process_ones(two_ranks):
     single, ranks = two_ranks
     for record in ranks:
@@ -42,6 +43,7 @@ def test_teacher_forced_logits_equal_the_single_process_ones(two_ranks):
             torch.testing.assert_close(mine, ref, atol=1e-5 * scale, rtol=0, msg=f"step {step}")
 
 
+@pytest.mark.slow
 def test_free_sampling_draws_the_same_bits_on_every_rank_and_as_one_process(two_ranks):
     single, ranks = two_ranks
     for step, ref in enumerate(single["bits"]):
@@ -51,6 +53,7 @@ def test_free_sampling_draws_the_same_bits_on_every_rank_and_as_one_process(two_
     assert single["frames"].shape == (17, 48, 64, 3)
 
 
+@pytest.mark.slow
 def test_each_rank_holds_half_of_the_block_parameters_and_kv_heads(two_ranks):
     _, ranks = two_ranks
     for record in ranks:
