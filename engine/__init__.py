@@ -34,6 +34,7 @@ _PUBLIC = {
     "DTYPES": "engine.choices:DTYPES",
     "PARALLEL_MODES": "engine.choices:PARALLEL_MODES",
     "GUIDANCE": "engine.choices:GUIDANCE",
+    "DEFAULT_CRF": "engine.choices:DEFAULT_CRF",
     # generation
     "load_pipeline": "engine.generate.pipeline:load_pipeline",
     "Pipeline": "engine.generate.pipeline:Pipeline",

@@ -10,8 +10,9 @@ from typing import Any, Optional
 
 import click
 
+from engine import RESOLUTIONS
 from infinistar_cli.config import option
-from infinistar_cli.generate import RESOLUTIONS, resolve_model
+from infinistar_cli.options import resolve_model
 from infinistar_cli.progress import Reporter
 
 
@@ -52,9 +53,8 @@ def bench(ctx: click.Context, **options: Any) -> None:
 
     settings = ctx.obj
     mode = options["mode"]
-    if not options["model"] and not options["res"]:
-        options["model"] = "tiny"
-    model = resolve_model(ctx, "t2v" if mode == "i2v" else mode, options)
+    name = options["model"] or (None if options["res"] else "tiny")  # tiny needs no download
+    model = resolve_model(ctx, "t2v" if mode == "i2v" else mode, name, options["res"], options["seconds"])
     spec = engine_bench.BenchSpec(
         model=str(model), device=settings.device, mode=mode, seconds=options["seconds"],
         repeat=options["repeat"], warmup=options["warmup"], random_weights=options["random_weights"],

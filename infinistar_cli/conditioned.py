@@ -1,18 +1,9 @@
 """`infinistar i2v` and `infinistar extend`: videos conditioned on an input image or video."""
 from __future__ import annotations
 
-from typing import Any
+from infinistar_cli.generate import generation_command
 
-import click
-
-from infinistar_cli.generate import generate, generation_options
-
-
-@click.command("i2v")
-@generation_options(video=True, mode="i2v")
-@click.pass_context
-def i2v(ctx: click.Context, **options: Any) -> None:
-    """Animate IMAGE into a video, optionally guided by a PROMPT.
+i2v = generation_command("i2v", """Animate IMAGE into a video, optionally guided by a PROMPT.
 
     The image is resized and centre-cropped to the model's frame (like the official scripts),
     encoded, and its multi-scale bits fix the first frame; the rest is generated.
@@ -22,15 +13,9 @@ def i2v(ctx: click.Context, **options: Any) -> None:
       infinistar i2v photo.jpg "the waves roll in"
       infinistar i2v --aspect auto --seed 3 portrait.png "she turns and smiles"
       infinistar i2v photo.jpg "a boat sails out" --then "the boat reaches the horizon"
-    """
-    generate(ctx, "i2v", options)
+    """)
 
-
-@click.command("extend")
-@generation_options(video=True, mode="extend")
-@click.pass_context
-def extend(ctx: click.Context, **options: Any) -> None:
-    """Continue VIDEO, optionally guided by a PROMPT.
+extend = generation_command("extend", """Continue VIDEO, optionally guided by a PROMPT.
 
     The last 5 s of the video (480p; the model's conditioning window) are resampled to 16 fps,
     encoded and forced; the next 5 s are generated. The output is the input (at the model's
@@ -41,5 +26,4 @@ def extend(ctx: click.Context, **options: Any) -> None:
       infinistar extend clip.mp4 "the camera pans to the city"
       infinistar extend clip.mp4 --seconds 10 --only-new -o more.mp4
       infinistar extend clip.mp4 "it starts to rain" --then "the rain stops, a rainbow"
-    """
-    generate(ctx, "extend", options)
+    """)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from engine import OFFLOAD_MODES, WEIGHT_MODES
+from infinistar_cli.options import GenerationOptions
 
 GIB = 2**30
 
@@ -27,20 +28,20 @@ def _preset(model: str):
     return preset_for_folder(folder)  # reads only its infinistar.json and folder names
 
 
-def print_estimate(model: str, mode: str, options: dict) -> None:
+def print_estimate(model: str, options: GenerationOptions) -> None:
     """Print the chosen mode's breakdown and a table of every mode (or one JSON object)."""
     from engine import memory
     from engine import frames_for
 
     preset = _preset(model)
-    frames = frames_for(preset, mode, options.get("seconds"))
-    cfg = options["cfg"] if options["cfg"] is not None else preset.sampling.cfg_scale
-    if options.get("parallel") == "tensor":
+    frames = frames_for(preset, options.mode, options.seconds)
+    cfg = options.cfg if options.cfg is not None else preset.sampling.cfg_scale
+    if options.parallel == "tensor":
         print_tensor_parallel(preset, frames, cfg, options)
         return
-    every = memory.estimate_all(preset, frames, guided=cfg != 1, negative_prompt=bool(options["negative_prompt"]))
-    chosen = every[(options["offload"], options["weights"])]
-    if options["json_output"]:
+    every = memory.estimate_all(preset, frames, guided=cfg != 1, negative_prompt=bool(options.negative_prompt))
+    chosen = every[(options.offload, options.weights)]
+    if options.json_output:
         record = {"status": "dry-run", "estimate": chosen.to_dict(), "measured": False,
                   "peaks": {f"{o}/{w}": e.peak for (o, w), e in every.items()}}
         click.echo(json.dumps(record))
@@ -51,12 +52,12 @@ def print_estimate(model: str, mode: str, options: dict) -> None:
         f"Estimated peak GPU memory (not measured) for {preset.name}, {length}, {w}x{h}:",
         f"  {chosen.steps} transformer steps; largest scale {chosen.largest_tokens} tokens per row "
         f"({'cond + uncond' if cfg != 1 else 'no guidance'})",
-        f"  weights: transformer {_gib(chosen.transformer_weights)} ({options['weights']}; one block "
+        f"  weights: transformer {_gib(chosen.transformer_weights)} ({options.weights}; one block "
         f"{chosen.block_weights / 2**20:.0f} MiB), text encoder {_gib(chosen.text_encoder_weights)}, "
         f"VAE {_gib(chosen.vae_weights)}",
         f"  K/V cache peak {_gib(chosen.kv_cache)}, largest step activations {_gib(chosen.sample_activations)}, "
         f"VAE decode chunk {_gib(chosen.decode_activations)}",
-        f"  on the GPU with --offload {options['offload']}: "
+        f"  on the GPU with --offload {options.offload}: "
         + ", ".join(f"{phase} {_gib(n)}" for phase, n in chosen.phases.items()),
         f"  peak {_gib(chosen.peak)} (including {_gib(memory.RUNTIME_OVERHEAD)} for the CUDA runtime)",
     ]
@@ -71,21 +72,21 @@ def print_estimate(model: str, mode: str, options: dict) -> None:
     click.echo("\n".join(lines))
 
 
-def print_tensor_parallel(preset, frames: int, cfg: float, options: dict) -> None:
+def print_tensor_parallel(preset, frames: int, cfg: float, options: GenerationOptions) -> None:
     """Per-GPU peak with --parallel tensor for every number of ranks the model's heads allow
     (the run's own WORLD_SIZE marked under torchrun)."""
     from engine import ranks
     from engine import memory
     from engine import tensor_parallel
 
-    tensor_parallel.check_modes("tensor", options["offload"], options["weights"])
+    tensor_parallel.check_modes("tensor", options.offload, options.weights)
     world = ranks.world_from_env()
     counts = tensor_parallel.valid_rank_counts(preset.transformer)
-    estimates = {n: memory.estimate(preset, frames, guided=cfg != 1, negative_prompt=bool(options["negative_prompt"]),
+    estimates = {n: memory.estimate(preset, frames, guided=cfg != 1, negative_prompt=bool(options.negative_prompt),
                                     ranks=n) for n in counts}
     if world is not None:
         tensor_parallel.check_ranks(preset.transformer, world.size)
-    if options["json_output"]:
+    if options.json_output:
         chosen = estimates[world.size] if world is not None else None
         click.echo(json.dumps({"status": "dry-run", "measured": False, "parallel": "tensor",
                                "estimate": chosen.to_dict() if chosen else None,

@@ -28,8 +28,10 @@ import click
 
 import engine
 from engine import World, ranks
-from infinistar_cli.generate import Planned, collect_jobs, emit_record, generate_one, plan_outputs
 from infinistar_cli import summary
+from infinistar_cli.one_output import emit_record, generate_one, report_skipped
+from infinistar_cli.options import GenerationOptions, WriteOptions
+from infinistar_cli.output_plan import Planned, collect_jobs, plan_outputs
 from infinistar_cli.progress import Reporter
 from infinistar_cli.story import read_story
 
@@ -73,57 +75,51 @@ def check_manifest(plan: list[Planned], world: World) -> Optional[Path]:
     return path
 
 
-def check_tensor_parallel(model: str, options: dict, world: World) -> None:
+def check_tensor_parallel(model: str, options: GenerationOptions, world: World) -> None:
     """Refuse a split the model's heads or the chosen modes do not allow, before anything loads."""
     from engine import presets
     from engine import tensor_parallel
     from engine import preset_for_folder
 
     preset = presets.get(model) if model in presets.names() else preset_for_folder(Path(model).expanduser())
-    tensor_parallel.check_modes("tensor", options["offload"], options["weights"])
+    tensor_parallel.check_modes("tensor", options.offload, options.weights)
     tensor_parallel.check_ranks(preset.transformer, world.size)
 
 
-def run_ranks(ctx: click.Context, mode: str, model: str, options: dict, world: World) -> None:
+def run_ranks(ctx: click.Context, model: str, options: GenerationOptions, world: World) -> None:
     """The body of `generate` when torchrun started several ranks."""
     settings = ctx.obj
-    tensor = options["parallel"] == "tensor"
+    tensor = options.parallel == "tensor"
     device = ranks.rank_device(world, settings.device)
     ranks.init(world, device)
     try:
-        _run(ctx, mode, model, options, world, device, tensor)
+        _run(ctx, model, options, world, device, tensor)
     except ranks.Rejected as rejected:
         raise click.exceptions.Exit(rejected.exit_code) from None
     finally:
         ranks.finish()
 
 
-def _prepare(mode: str, model: str, options: dict, world: World, tensor: bool) -> tuple[list[Planned], list[str], Optional[Path]]:
+def _prepare(model: str, options: GenerationOptions, world: World, tensor: bool) -> tuple[list[Planned], Optional[Path]]:
     """Rank 0's reading of the prompts and plan (stdin and random seeds are read and drawn once)."""
     if tensor:
         check_tensor_parallel(model, options, world)
-    jobs = collect_jobs(mode, options)
-    segments = [] if mode == "t2i" else [*options.get("then", ()), *read_story(options.get("story"))]
-    plan = plan_outputs(mode, model, jobs, {**options, "segments": segments}, batch=bool(options["prompt_file"]))
+    jobs = collect_jobs(options)
+    plan = plan_outputs(options, model, jobs, (*options.then, *read_story(options.story)))
     manifest = None if tensor else check_manifest(plan, world)
-    return plan, segments, manifest
+    return plan, manifest
 
 
-def _run(ctx: click.Context, mode: str, model: str, options: dict, world: World, device: Any, tensor: bool) -> None:
+def _run(ctx: click.Context, model: str, options: GenerationOptions, world: World, device: Any, tensor: bool) -> None:
     settings = ctx.obj
-    plan, segments, manifest = ranks.agree(lambda: _prepare(mode, model, options, world, tensor), world)
-    options = {**options, "segments": segments}
+    plan, manifest = ranks.agree(lambda: _prepare(model, options, world, tensor), world)
     todo = [item for item in plan if not item.skip]
     mine = todo if tensor else todo[world.rank::world.size]
     quiet = settings.quiet or (not world.leader and not settings.verbose)
     records: list[dict] = []
     with Reporter(quiet=quiet, verbose=settings.verbose) as reporter:
         if world.leader:
-            for item in plan:
-                if item.skip:
-                    reporter.message(f"skipping {item.path}: it already exists (--overwrite regenerates it)")
-                    emit_record(options, {"status": "skipped", "path": str(item.path), "seed": item.request.seed,
-                                          "prompt": item.request.prompt, "index": item.index, "rank": 0}, reporter)
+            report_skipped(plan, options.json_output, reporter, rank=0)
             if not todo:
                 reporter.message("nothing to do: every output already exists")
             how = f"tensor parallel over {world.size} ranks" if tensor else f"{len(todo)} outputs shared among {world.size} ranks"
@@ -131,35 +127,33 @@ def _run(ctx: click.Context, mode: str, model: str, options: dict, world: World,
                 reporter.message(f"model {model}, {how}, device {device} on rank 0")
         if mine:
             pipeline = engine.load_pipeline(model, device=str(device), on_event=reporter.on_event,
-                                            cache_dir=options.get("cache_dir"), offload=options["offload"],
-                                            weights=options["weights"], dtype=options["dtype"],
-                                            compile=options["compile_blocks"], parallel=options["parallel"])
+                                            parallel=options.parallel, **options.load_options)
             reporter.message(summary.model_line(pipeline.info()))
             reporter.begin_batch(len(mine))
             for number, item in enumerate(mine, start=1):
                 label = f"[{number}/{len(mine)}]" if tensor else f"[rank {world.rank}: {number}/{len(mine)}]"
                 reporter.begin_output(label, summary.prompt_echo(label, item.request.seed, item.request.prompt))
                 if tensor and not world.leader:
-                    _follow(pipeline, item, model, options, reporter)
+                    _follow(pipeline, item, model, options.writing, reporter)
                     continue
-                record = _attempt(pipeline, item, model, options, reporter, settings.verbose, tensor)
+                record = _attempt(pipeline, item, model, options.writing, reporter, settings.verbose, tensor)
                 record["rank"] = world.rank
                 if record["status"] == "written":
                     reporter.finish_output(summary.written_line(label, record, record["timings"]["total"]))
                 else:
                     click.echo(f"rank {world.rank}: output {item.index} ({item.path}) failed: {record['error']}", err=True)
-                emit_record(options, record, reporter)
+                emit_record(options.json_output, record, reporter)
                 records.append(record)
         gathered = ranks.gather(records, world)
         if world.leader:
             _summarise([r for rank_records in gathered for r in rank_records], plan, manifest, world, reporter)
 
 
-def _attempt(pipeline: Any, item: Planned, model: str, options: dict, reporter: Reporter, verbose: bool,
+def _attempt(pipeline: Any, item: Planned, model: str, writing: WriteOptions, reporter: Reporter, verbose: bool,
              tensor: bool) -> dict:
     """One output; in a sharded batch a failure becomes a `failed` record instead of ending the rank."""
     try:
-        return generate_one(pipeline, item, model, options, reporter)
+        return generate_one(pipeline, item, model, writing, reporter)
     except Exception as error:  # noqa: BLE001 - reported per output, the rank goes on
         if tensor:
             raise  # every rank computes this output together: they stop together
@@ -169,15 +163,15 @@ def _attempt(pipeline: Any, item: Planned, model: str, options: dict, reporter: 
                 "prompt": item.request.prompt, "index": item.index, "error": _one_line(error)}
 
 
-def _follow(pipeline: Any, item: Planned, model: str, options: dict, reporter: Reporter) -> None:
+def _follow(pipeline: Any, item: Planned, model: str, writing: WriteOptions, reporter: Reporter) -> None:
     """A tensor-parallel rank other than 0 computes the same output (the collectives need every
     rank) and writes nothing; story segments are written to a scratch file that is removed."""
-    if not options.get("segments") and item.request.mode != "extend":
+    if not item.segments and item.request.mode != "extend":
         pipeline.run(item.request, on_event=reporter.on_event)
         return
     with tempfile.TemporaryDirectory(prefix="infinistar-rank-") as scratch:
         generate_one(pipeline, replace(item, path=Path(scratch) / item.path.name), model,
-                     {**options, "overwrite": True}, reporter)
+                     replace(writing, overwrite=True), reporter)
 
 
 def _summarise(records: list[dict], plan: list[Planned], manifest: Optional[Path], world: World,

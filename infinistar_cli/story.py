@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from engine import Event, video_io
 from infinistar_cli.batch import read_prompt_lines
+from infinistar_cli.options import WriteOptions
 from infinistar_cli.progress import Reporter
 from infinistar_cli.summary import shorten, truncation_note
 
@@ -17,7 +18,7 @@ def read_story(path: Optional[str]) -> list[str]:
     return [line for _, line in read_prompt_lines(path, "story file")]
 
 
-def write_story(pipeline: Any, item: Any, requests: list[Any], metadata: dict, options: dict,
+def write_story(pipeline: Any, item: Any, requests: list[Any], metadata: dict, writing: WriteOptions,
                 reporter: Reporter, start: float) -> dict:
     """Generate the segments `requests` (engine.plan_segments) of `item`, writing each one as it is done."""
     label = reporter.prefix
@@ -35,7 +36,7 @@ def write_story(pipeline: Any, item: Any, requests: list[Any], metadata: dict, o
     try:
         for result in pipeline.run_story(requests, on_event=on_event):
             if writer is None:
-                fps = options.get("fps") or result.fps
+                fps = writing.fps or result.fps
                 # The file's own tag is written before the later segments exist: it lists what each
                 # segment is asked for; the sidecar adds what each one did.
                 header = {**metadata, **result.metadata, "fps": fps,
@@ -43,8 +44,8 @@ def write_story(pipeline: Any, item: Any, requests: list[Any], metadata: dict, o
                                        for k, r in enumerate(requests)]}
                 for key in ("frames", "output_frames", "segment"):
                     header.pop(key, None)
-                writer = video_io.VideoWriter(item.path, fps, metadata=header, overwrite=options["overwrite"],
-                                              crf=options.get("crf", 18), lossless=options.get("lossless", False))
+                writer = video_io.VideoWriter(item.path, fps, metadata=header, overwrite=writing.overwrite,
+                                              crf=writing.crf, lossless=writing.lossless)
             writer.write(result.frames)
             note = truncation_note(reporter.prefix, result.metadata)
             if note:

@@ -32,7 +32,7 @@ class JobProgress:
         self.segment = (0, 1)
         self.lock = threading.Lock()
 
-    # --- the reporter interface of infinistar_cli.generate.generate_one
+    # --- the reporter interface of infinistar_cli.one_output.generate_one
     def begin_output(self, prefix: str, header: str = "") -> None:
         self.prefix = prefix  # the header (a story segment's prompt) is for people at a terminal
 

@@ -13,7 +13,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import presets, validation
-from engine import InfinistarError, check_length, sampling_value_problem
+from engine import DEFAULT_CRF, InfinistarError, check_length, sampling_value_problem
 from infinistar_cli.batch import MAX_LINE_BYTES, SEED_MAX, random_seed
 
 SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX:]\s*(\d{1,5})\s*$")
@@ -57,7 +57,7 @@ class VideoParams(Common):
     aspect: Optional[str] = Field(None, description="With an input_reference: auto or W:H.")
     tau_video: Optional[float] = Field(None, description="Temperature of the video scales, 0.001 to 10.")
     fps: Optional[int] = Field(None, ge=1, le=240, description="Frame rate of the file [default: the preset's].")
-    crf: int = Field(18, ge=0, le=51, description="H.264 quality: lower is better and bigger.")
+    crf: int = Field(DEFAULT_CRF, ge=0, le=51, description="H.264 quality: lower is better and bigger.")
     then: list[str] = Field(default_factory=list, max_length=100, description="Further segments, one prompt each.")
     from_start: bool = Field(False, description="extend: condition on the first window, not the last.")
     only_new: bool = Field(False, description="extend: write only the new footage.")

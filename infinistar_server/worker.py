@@ -1,6 +1,6 @@
 """The background worker that owns the device: one job at a time, the model kept loaded for a while.
 
-Jobs run through the CLI's own generation path (infinistar_cli.generate.generate_one) with the
+Jobs run through the CLI's own generation path (infinistar_cli.one_output.generate_one) with the
 pipeline from `engine.load_pipeline`, so a job writes the same file, sidecar and metadata as the
 CLI does with the same seed. The model loads on the first job (or at start with preload) and is
 released after `keep_alive` seconds without work (None: never; 0: after every job).
@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Optional
 
 import engine
-from engine import GenerationRequest, InfinistarError, video_io
-from infinistar_cli.generate import Planned, generate_one
+from engine import DEFAULT_CRF, GenerationRequest, InfinistarError, video_io
+from infinistar_cli.one_output import generate_one
+from infinistar_cli.options import WriteOptions
+from infinistar_cli.output_plan import Planned
 from infinistar_server.progress import JobCancelled, JobProgress
 from infinistar_server.store import JobStore
 
@@ -193,10 +195,10 @@ class Worker:
             fields = {k: params.get(k) for k in REQUEST_FIELDS if params.get(k) is not None}
             if job["upload"]:
                 fields["image" if params["mode"] == "i2v" else "video"] = self.uploads / job["upload"]
-            item = Planned(GenerationRequest(**fields), path, index=1, skip=False)
-            options = {"segments": params.get("segments") or [], "fps": params.get("fps"),
-                       "crf": params.get("crf", 18), "overwrite": False}
-            record = generate_one(pipeline, item, params["model"], options, progress)
+            item = Planned(GenerationRequest(**fields), path, index=1, skip=False,
+                           segments=tuple(params.get("segments") or ()))
+            writing = WriteOptions(fps=params.get("fps"), crf=params.get("crf", DEFAULT_CRF), overwrite=False)
+            record = generate_one(pipeline, item, params["model"], writing, progress)
         except JobCancelled:
             if self.stop_reason == SHUTDOWN:
                 self.store.update(job_id, status="queued", progress=0, stage=None, started_at=None)

@@ -19,6 +19,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def tiny(one_thread):
+    """The real tiny model on the CPU (loaded once per session, media_fakes.tiny_pipeline)."""
+    from media_fakes import tiny_pipeline
+
+    return tiny_pipeline()
+
+
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """No INFINISTAR_* variables and no user config file leak in; the cwd is a fresh directory."""

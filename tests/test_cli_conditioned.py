@@ -7,15 +7,10 @@ import pytest
 import engine
 from cli_fakes import error_line, invoke
 from engine.media.video_io import read_metadata
-from media_fakes import pattern_frames, tiny_pipeline, write_image, write_png_header_only, write_video
+from media_fakes import pattern_frames, write_image, write_png_header_only, write_video
 
 # Tiny models run ~20x faster on one thread than on two contended cores (the pipeline load too).
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_pipeline()
 
 
 @pytest.fixture

@@ -10,17 +10,12 @@ import engine
 from cli_fakes import invoke
 from engine.request import GenerationRequest
 from engine.media.video_io import read_metadata, read_video
-from media_fakes import tiny_pipeline, write_image
+from media_fakes import write_image
 
 PROMPT = "a red square moving right"
 
 # Tiny models run ~20x faster on one thread than on two contended cores (the pipeline load too).
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_pipeline()
 
 
 @pytest.fixture
