@@ -39,7 +39,7 @@ _PUBLIC = {
     "load_pipeline": "engine.generate.pipeline:load_pipeline",
     "Pipeline": "engine.generate.pipeline:Pipeline",
     "frames_for": "engine.generate.pipeline:frames_for",
-    "check_input": "engine.generate.conditioning:check_input",
+    "check_input": "engine.media.probe:check_input",
     "aspect_h_div_w": "engine.generate.conditioning:aspect_h_div_w",
     "check_length": "engine.generate.segments:check_length",
     "plan_segments": "engine.generate.segments:plan_segments",

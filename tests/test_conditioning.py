@@ -12,9 +12,11 @@ from PIL import Image
 import engine.generate.pipeline as pipeline_module
 from engine import presets
 from engine.generate import conditioning
-from engine.generate.conditioning import (ConditioningError, encode_reference, extend_layout, extend_steps, load_image,
-                                 open_image, transform_image)
-from engine.media.video_window import read_resampled
+from engine.generate.conditioning import ConditioningError, encode_reference
+from engine.generate.segments import extend_layout, extend_steps
+from engine.media import images
+from engine.media.images import load_image, open_image, transform_image
+from engine.media.videos import read_resampled
 from engine.errors import MediaError
 from engine.model.latent_bits import latent_from_bits
 from engine.request import GenerationRequest
@@ -76,7 +78,7 @@ def test_transform_is_the_official_one(tmp_path, size):
 
 
 def test_huge_images_are_shrunk_before_decoding(tmp_path, monkeypatch):
-    monkeypatch.setattr(conditioning, "PRESHRINK_PIXELS", 100_000)
+    monkeypatch.setattr(images, "PRESHRINK_PIXELS", 100_000)
     jpeg = tmp_path / "big.jpg"
     Image.fromarray(pattern_frames(1, 750, 1000)[0]).save(jpeg, quality=90)
     rgb = load_image(open_image(jpeg), 64)
@@ -174,12 +176,14 @@ def test_extend_window_length(pipe, tmp_path):
     short = write_video(tmp_path / "short.mp4", pattern_frames(9))
     request = GenerationRequest(mode="extend", prompt="", seed=0, video=short)
     with pytest.raises(ConditioningError, match=r"short.mp4 is too short \(0.56 s\).*at least 1 s \(17 frames at 16 fps\)"):
-        conditioning.resolve(pipe, request, 0)
+        conditioning.resolve(pipe.preset, pipe.components.vae, request, 0)
     one_second = write_video(tmp_path / "one.mp4", pattern_frames(16))  # 1 s exactly: last frame repeated
-    cond = conditioning.resolve(pipe, GenerationRequest(mode="extend", prompt="", seed=0, video=one_second), 0)
+    cond = conditioning.resolve(pipe.preset, pipe.components.vae,
+                                GenerationRequest(mode="extend", prompt="", seed=0, video=one_second), 0)
     assert cond.forced_scales == 8 and cond.metadata["window"]["frames"] == 17 and len(cond.prefix) == 0
     with pytest.raises(ConditioningError, match="one extend run adds 1 s"):
-        conditioning.resolve(pipe, GenerationRequest(mode="extend", prompt="", seed=0, video=one_second, seconds=2), 0)
+        conditioning.resolve(pipe.preset, pipe.components.vae,
+                             GenerationRequest(mode="extend", prompt="", seed=0, video=one_second, seconds=2), 0)
 
 
 def test_story_segments_continue_the_video(pipe, sampled):
@@ -228,7 +232,8 @@ def test_interact_extend_encodes_the_window_raw(pipe, tmp_path):
 
     interact = Pipeline(replace(pipe.components, preset=replace(TINY, name="interact", frames=(17,), continuation="interact")))
     source = write_video(tmp_path / "in.mp4", pattern_frames(20))
-    cond = conditioning.resolve(interact, GenerationRequest(mode="extend", prompt="", seed=2, video=source), 0)
+    cond = conditioning.resolve(interact.preset, interact.components.vae,
+                                GenerationRequest(mode="extend", prompt="", seed=2, video=source), 0)
     inputs, _ = read_video_resampled(source, 16, lambda w, h: (48, 64))
     vae = pipe.components.vae
     raw = vae.encode_raw_features(conditioning.to_unit(inputs[3:]), generator=torch.Generator().manual_seed(2))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.generate.conditioning import transform_image
-from engine.media.video_window import ShortVideoError, official_indices, read_resampled, read_start
+from engine.media.images import transform_image
+from engine.media.videos import ShortVideoError, official_indices, read_resampled, read_start
 from cli_fakes import error_line, invoke
 
 BITS = 6  # frame numbers up to 63 as six black/white stripes

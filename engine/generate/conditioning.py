@@ -1,51 +1,50 @@
 """Conditioning on a reference image or video: what i2v, extend and story continuations force.
 
-A request resolves to a `Conditioning` (schedule, bits of the encoded reference, number of leading
-scales those bits force); the pipeline then makes the same `sample_latent` call as t2v.
+A request resolves to a frozen `Conditioning` (schedule, bits of the encoded reference, number of
+leading scales those bits force, condition tokens); the pipeline then makes the same
+`sample_latent` call as t2v. The recipes take what they need: the preset, the VAE and the request.
+Reading the inputs is engine.media's (images, videos); the clip arithmetic of a continuation is
+engine.generate.segments'.
 
 - i2v (pipeline spec §5.4): the image goes through the official `transform` (floor of the resized
   side, LANCZOS, centre crop, [-1, 1]), is VAE-encoded and quantized into the first-frame pyramid;
   every scale of that pyramid is forced (the reference's gt_leak 15 at 720p, 14 at 480p).
-- extend (spec §5.5, generalised through the schedule): the output schedule is the preset's longest
-  video; every clip but the last is forced from the conditioning window, the last clip is sampled.
-  480p: 161 frames, window 81 (5 s: image pyramid + first clip), 80 new frames, as the reference.
-  720p has one clip per video, so its window is a single frame: continuation from the last frame
-  (i2v-like; motion is not carried over). tiny: 33 frames, window 17, 16 new.
-  The window comes from the end of the input, resampled by time; `from_start` takes the reference's
-  choice, the first 5 s stretched over the window exactly as its reader picks frames
-  (engine.media.video_window).
-- The InfinityStar-Interact recipe (spec §5.6), used for every continuation with the `interact`
-  preset: the previous 21-latent window (for an input video: its raw, unquantized encoding) becomes
-  a semantic condition (its last 20 latents at the pyramid's 8th scale) and a detail condition (the
-  story's first latent + the window's last two), attended by a one-clip segment schedule; the
-  window's last 20 latents and the new 20 are decoded together and the last 80 frames kept.
+- extend with the `forced` continuation (spec §5.5, generalised through the schedule): the output
+  schedule is the preset's longest video; every clip but the last is forced from the conditioning
+  window, the last clip is sampled. 480p: 161 frames, window 81 (5 s: image pyramid + first clip),
+  80 new frames, as the reference. 720p has one clip per video, so its window is a single frame:
+  continuation from the last frame (i2v-like; motion is not carried over). tiny: 33 frames,
+  window 17, 16 new. The window comes from the end of the input, resampled by time; `from_start`
+  takes the reference's choice, the first 5 s stretched over the window exactly as its reader
+  picks frames (engine.media.videos).
+- The InfinityStar-Interact recipe (spec §5.6), the `interact` continuation of a preset: the
+  previous 21-latent window (for an input video: its raw, unquantized encoding) becomes a semantic
+  condition (its last 20 latents at the pyramid's 8th scale) and a detail condition (the story's
+  first latent + the window's last two), attended by a one-clip segment schedule; the window's
+  last 20 latents and the new 20 are decoded together and the last 80 frames kept.
 - The VAE posterior sample: the reference draws ε from the unseeded global RNG; here it comes from
   a separate `torch.Generator` on the VAE's device seeded with the request's encode seed (by
   default its seed), so one seed fixes the whole output.
 """
 from __future__ import annotations
 
-import hashlib
-import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.media import video_io, video_window
-from engine.errors import ConditioningError, InfinistarError, MediaError
-from engine.presets import Preset
-from engine.model.latent_bits import encode_bits
+from engine.errors import ConditioningError
 from engine.generate.sampling import ConditionTokens
-from engine.generate.segments import continuation_window, extend_layout, extend_steps, step_seconds, uses_interact
+from engine.generate.segments import continuation_window, extend_layout, extend_steps, step_seconds
+from engine.media import videos
+from engine.media.files import file_facts
+from engine.media.images import load_image, open_image, transform_image
+from engine.model.latent_bits import encode_bits
 from engine.model.schedule import Schedule, build_schedule, build_segment_schedule
+from engine.presets import Preset
+from engine.request import GenerationRequest
 
-# Above this many pixels an image is shrunk cheaply (JPEG DCT scaling, else `reduce`) to about twice
-# the needed size before the exact transform; at or below it the result is the official transform's.
-PRESHRINK_PIXELS = 16_000_000
 # Interact (spec §5.6): the semantic condition's pyramid scale (6x11 at 480p 16:9; at most half the
 # pyramid for smaller presets) and the RoPE scale-axis rows of the two conditions.
 INTERACT_SEMANTIC_SCALE = 7
@@ -73,7 +72,7 @@ class Carry:
     first: torch.Tensor
 
 
-@dataclass
+@dataclass(frozen=True)
 class Conditioning:
     """What a request forces. `prefix` frames go before the decoded ones in the result; the first
     `skip` decoded frames are left out of it (`only_new`)."""
@@ -111,19 +110,6 @@ class Conditioning:
         return frames
 
 
-# ----------------------------------------------------------------------------- facts and options
-
-
-def file_facts(path: str | Path) -> dict:
-    """Name, size in bytes and sha256 of an input file (recorded in the output's metadata)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-
-
 def aspect_h_div_w(aspect: Optional[str], width: int, height: int) -> Optional[float]:
     """None (the preset's template), 'auto' (the input's own h/w) or 'W:H' -> h/w for the schedule."""
     if aspect is None:
@@ -139,120 +125,22 @@ def aspect_h_div_w(aspect: Optional[str], width: int, height: int) -> Optional[f
     raise ConditioningError(f"aspect must be 'auto' or W:H such as 16:9, not {aspect!r}.")
 
 
-# ----------------------------------------------------------------------------- images
-
-
-def _resized_size(width: int, height: int, target_w: int, target_h: int) -> tuple[int, int]:
-    """The official transform's resize: the side that fits is the target, the other floored."""
-    if width / height <= target_w / target_h:
-        size = (target_w, int(target_w / (width / height)))
-    else:
-        size = (int((width / height) * target_h), target_h)
-    # Float error can floor a matching side one pixel short (spec pitfall 20): never below the target.
-    return max(size[0], target_w), max(size[1], target_h)
-
-
-def transform_image(image, height: int, width: int) -> torch.Tensor:
-    """PIL RGB image -> uint8 [height, width, 3]: official resize (LANCZOS) and centre crop."""
-    from PIL import Image
-
-    new_w, new_h = _resized_size(image.width, image.height, width, height)
-    if (new_w, new_h) != image.size:
-        image = image.resize((new_w, new_h), resample=Image.LANCZOS)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    array = np.array(image, dtype=np.uint8)[top:top + height, left:left + width]
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
 def to_unit(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float [1, 3, T, H, W] in [-1, 1] (to_tensor, then 2x - 1)."""
     x = frames.to(torch.float32).div(255)
     return (x * 2 - 1).permute(3, 0, 1, 2).unsqueeze(0)
 
 
-def open_image(path: str | Path):
-    """Open an image lazily (header only; no size limit yet: `load_image` decides how to decode)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = video_io._require_file(path)
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None
-            return Image.open(path)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise MediaError(f"cannot read image {path}: {error}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-
-
-def load_image(image, min_side: int):
-    """Decode an opened image to 8-bit RGB, shrinking huge ones without a full-size decode.
-
-    Above PRESHRINK_PIXELS, JPEGs are decoded at 1/2..1/8 scale (`draft`) and other formats up to
-    Pillow's own bomb limit are decoded and `reduce`d, keeping at least 2 * `min_side` pixels on
-    the short side; larger non-JPEG images are refused.
-    """
-    from PIL import Image
-
-    name = Path(image.filename or "image").name
-    width, height = image.size
-    factor = min(width, height) // (2 * min_side) if width * height > PRESHRINK_PIXELS else 1
-    if factor >= 2:
-        if image.format == "JPEG":
-            image.draft(None, (width // factor, height // factor))
-        elif Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-            raise MediaError(
-                f"{name} is {width}x{height}: too large to decode (at most {Image.MAX_IMAGE_PIXELS // 1_000_000} "
-                "megapixels except for JPEG); scale it down first."
-            )
-    try:
-        image.load()
-        rgb = video_io.image_to_rgb(image)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise MediaError(f"cannot decode image {name}: {error}") from None
-    factor = min(rgb.size) // (2 * min_side) if factor >= 2 else 1
-    return rgb.reduce(factor) if factor >= 2 else rgb
-
-
-# ----------------------------------------------------------------------------- videos
-
-
-def _is_video(path: str | Path) -> bool:
-    try:
-        info = video_io.media_info(path)
-    except InfinistarError:
-        return False
-    # FFmpeg's image2 demuxer "opens" any unknown file as a still: that is not a video.
-    return info["kind"] == "video" and info["format"] != "image2" and bool(info["width"])
-
-
-def check_input(mode: str, path: str | Path) -> None:
-    """Early check of an i2v/extend input, before a model is loaded: an image is decoded (at
-    1/8 scale where the format allows), so a truncated one fails now, not after the load."""
-    if mode == "i2v":
-        try:
-            load_image(open_image(path), 16)
-        except MediaError:
-            if _is_video(path):
-                raise MediaError(f"{Path(path).name} is a video; i2v needs an image (use extend to continue a "
-                                 "video).") from None
-            raise
-    elif mode == "extend":
-        if video_io.media_info(path)["kind"] != "video":
-            raise MediaError(f"{Path(path).name} is an image; extend needs a video (use i2v for images).")
-
-
-# ----------------------------------------------------------------------------- resolution
+def encode_raw(vae, frames: torch.Tensor, seed: int) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> the VAE's raw (unquantized) latent, its posterior drawn with `seed`."""
+    device = vae.proj_down.weight.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return vae.encode_raw_features(to_unit(frames).to(device), generator=generator)
 
 
 def encode_reference(vae, frames: torch.Tensor, schedule: Schedule, seed: int) -> list[torch.Tensor]:
     """uint8 frames [T, H, W, 3] -> the per-step bits of `schedule` (the official video_encode)."""
-    device = vae.proj_down.weight.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    raw = vae.encode_raw_features(to_unit(frames).to(device), generator=generator)
-    return encode_bits(raw, schedule)
+    return encode_bits(encode_raw(vae, frames, seed), schedule)
 
 
 def _sub_schedule(preset: Preset, frames: int, h_div_w: Optional[float]) -> Schedule:
@@ -261,27 +149,26 @@ def _sub_schedule(preset: Preset, frames: int, h_div_w: Optional[float]) -> Sche
     return replace(schedule, vae_channels=preset.transformer.vae_channels)
 
 
-def image_conditioning(pipeline, request, frames: int) -> Conditioning:
+def image_conditioning(preset: Preset, vae, request: GenerationRequest, frames: int) -> Conditioning:
     """i2v: force the whole first-frame pyramid with the encoded image."""
-    preset: Preset = pipeline.preset
     image = open_image(request.image)
     facts = {**file_facts(request.image), "width": image.width, "height": image.height}
     h_div_w = aspect_h_div_w(request.aspect, image.width, image.height)
     schedule = build_schedule(preset, frames, h_div_w)
     height, width = schedule.pixel_size
     pixels = transform_image(load_image(image, max(height, width)), height, width)
-    image_schedule = _sub_schedule(preset, 1, h_div_w)
-    bits = encode_reference(pipeline.components.vae, pixels[None], image_schedule, request.posterior_seed)
+    bits = encode_reference(vae, pixels[None], _sub_schedule(preset, 1, h_div_w), request.posterior_seed)
     metadata = {"input": facts, "aspect": request.aspect or "preset", "template": schedule.template,
                 "forced_scales": schedule.scales_per_clip, "encode_seed": request.posterior_seed}
     return Conditioning(schedule, bits, schedule.scales_per_clip, metadata=metadata)
 
 
-def _input_frames(preset: Preset, request, reference: Optional[Reference], pixel_size, window: int) -> tuple:
-    """(frames at the model's size, facts for the metadata, h/w for the schedule, window start).
+def _input_frames(preset: Preset, request: GenerationRequest, reference: Optional[Reference], pixel_size,
+                  window: int) -> tuple:
+    """(frames at the model's size, facts for the metadata, h/w for the schedule, window start, selection).
 
     From a file: `from_start` takes the official stretched selection of the first seconds
-    (engine.media.video_window.read_start); otherwise frames are resampled by time, all of them when
+    (engine.media.videos.read_start); otherwise frames are resampled by time, all of them when
     the input goes into the output, else only the window's (read_resampled with a seek).
     """
     if reference is not None:
@@ -298,11 +185,11 @@ def _input_frames(preset: Preset, request, reference: Optional[Reference], pixel
     path = request.video
     if request.from_start:
         seconds = (window - 1) / preset.fps
-        frames, facts = video_window.read_start(path, preset.fps, seconds, window, size_for, transform_image)
+        frames, facts = videos.read_start(path, preset.fps, seconds, window, size_for, transform_image)
         selection = {"selection": "official: linspace(0, ceil(fps*seconds)-1, n), rounded down", "start_frame": 0}
     else:
-        frames, facts = video_window.read_resampled(path, preset.fps, size_for, transform_image,
-                                                    last=window if request.only_new else None)
+        frames, facts = videos.read_resampled(path, preset.fps, size_for, transform_image,
+                                              last=window if request.only_new else None)
         selection = {"selection": "time: source frame floor(k*fps_in/fps)",
                      "start_frame": max(0, facts.pop("resampled_frames") - window)}
     sources = facts.pop("source_frames")
@@ -328,14 +215,9 @@ def _pad_window(frames: torch.Tensor, window: int, facts: dict, preset: Preset) 
     return frames
 
 
-def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Conditioning:
-    """extend: force every clip but the last with the encoded window of the input."""
-    preset: Preset = pipeline.preset
-    if request.seconds is not None and extend_steps(preset, request.seconds) != 1:
-        raise ConditioningError(f"one extend run adds {float(step_seconds(preset)):g} s; "
-                                "engine.generate.segments.plan_segments chains several.")
-    if uses_interact(preset):
-        return interact_conditioning(pipeline, request, reference)
+def forced_conditioning(preset: Preset, vae, request: GenerationRequest,
+                        reference: Optional[Reference]) -> Conditioning:
+    """extend (`forced` continuation): force every clip but the last with the encoded window of the input."""
     frames, facts, h_div_w, start, selection = _input_frames(
         preset, request, reference, lambda r: extend_layout(preset, r)[0].pixel_size, continuation_window(preset)[0])
     schedule, window, forced = extend_layout(preset, h_div_w)
@@ -343,8 +225,7 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
         raise ConditioningError(f"reference frames are {tuple(frames.shape[1:3])}, the model needs {schedule.pixel_size}")
     window_frames = frames[start:start + window]
     prefix = None if request.only_new or request.from_start else frames[:start]
-    bits = encode_reference(pipeline.components.vae, window_frames, _sub_schedule(preset, window, h_div_w),
-                            request.posterior_seed)
+    bits = encode_reference(vae, window_frames, _sub_schedule(preset, window, h_div_w), request.posterior_seed)
     skip = window if request.only_new else 0
     metadata = {"input": facts, "aspect": request.aspect or ("preset" if reference is None else "auto"),
                 "template": schedule.template, "forced_scales": forced, "encode_seed": request.posterior_seed,
@@ -354,9 +235,9 @@ def video_conditioning(pipeline, request, reference: Optional[Reference]) -> Con
     return Conditioning(schedule, bits, forced, prefix=prefix, skip=skip, metadata=metadata)
 
 
-def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> Conditioning:
-    """The InfinityStar-Interact continuation (spec §5.6): conditions, not forced bits."""
-    preset: Preset = pipeline.preset
+def interact_conditioning(preset: Preset, vae, request: GenerationRequest,
+                          reference: Optional[Reference]) -> Conditioning:
+    """extend (`interact` continuation, spec §5.6): conditions, not forced bits."""
     clip, tc = preset.schedule.frames_inner_clip, preset.schedule.temporal_compression
     window, new = continuation_window(preset)
     prefix = None
@@ -368,10 +249,7 @@ def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> 
         # The set-up step of the reference: the window's raw (unquantized) encoding is the first `former`.
         frames, facts, h_div_w, start, selection = _input_frames(
             preset, request, reference, lambda r: build_segment_schedule(preset, r).pixel_size, window)
-        vae = pipeline.components.vae
-        device = vae.proj_down.weight.device
-        generator = torch.Generator(device=device).manual_seed(request.posterior_seed)
-        former = vae.encode_raw_features(to_unit(frames[start:start + window]).to(device), generator=generator)
+        former = encode_raw(vae, frames[start:start + window], request.posterior_seed)
         first = former[:, :, :1]
         if not request.only_new:  # the input up to the window's end (only the window with from_start)
             prefix = frames[start if request.from_start else 0:start + window]
@@ -394,18 +272,27 @@ def interact_conditioning(pipeline, request, reference: Optional[Reference]) -> 
                         latent_prefix=recent, text_frames=window, carry_latents=1 + clip, first_latent=first)
 
 
-def resolve(pipeline, request, frames: int, reference: Optional[Reference] = None) -> Conditioning:
-    """The conditioning of any request; t2v/t2i force nothing."""
+# How a preset continues a video (Preset.continuation) -> its recipe.
+CONTINUATIONS = {"forced": forced_conditioning, "interact": interact_conditioning}
+
+
+def resolve(preset: Preset, vae, request: GenerationRequest, frames: int,
+            reference: Optional[Reference] = None) -> Conditioning:
+    """The conditioning of any request; t2v/t2i force nothing. An extend request makes one
+    continuation step (engine.generate.segments.plan_segments splits longer ones)."""
     if request.mode == "extend":
         if request.video is None and reference is None:
             raise ConditioningError("extend needs a video.")
-        return video_conditioning(pipeline, request, reference)
+        if request.seconds is not None and extend_steps(preset, request.seconds) != 1:
+            raise ConditioningError(f"one extend run adds {float(step_seconds(preset)):g} s; "
+                                    "engine.generate.segments.plan_segments chains several.")
+        return CONTINUATIONS[preset.continuation](preset, vae, request, reference)
     if request.mode == "i2v":
         if request.image is None:
             raise ConditioningError("i2v needs an image.")
-        cond = image_conditioning(pipeline, request, frames)
+        cond = image_conditioning(preset, vae, request, frames)
     else:
-        cond = Conditioning(build_schedule(pipeline.preset, frames))
-    if uses_interact(pipeline.preset):  # an interact story continues this video's last latent window
-        cond.carry_latents = 1 + pipeline.preset.schedule.frames_inner_clip
+        cond = Conditioning(build_schedule(preset, frames))
+    if preset.continuation == "interact":  # an interact story continues this video's last latent window
+        cond = replace(cond, carry_latents=1 + preset.schedule.frames_inner_clip)
     return cond

@@ -151,7 +151,7 @@ class Pipeline:
             emit(Event("encode_reference", 0, 1))
             self._use("vae")  # the reference is encoded before the text and the transformer run
         frames = 0 if request.mode == "extend" else frames_for(self.preset, request.mode, request.seconds)
-        cond = conditioning.resolve(self, request, frames, reference)
+        cond = conditioning.resolve(self.preset, c.vae, request, frames, reference)
         schedule = cond.schedule
         if request.mode in ("i2v", "extend"):
             emit(Event("encode_reference", 1, 1))
