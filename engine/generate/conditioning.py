@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from engine.errors import ConditioningError
 from engine.generate.sampling import ConditionTokens
-from engine.generate.segments import continuation_window, extend_layout, extend_steps, step_seconds
+from engine.generate.segments import continuation_window, extend_layout, extend_steps, step_seconds, uses_interact
 from engine.media import videos
 from engine.media.files import file_facts
 from engine.media.images import load_image, open_image, transform_image
@@ -293,6 +293,6 @@ def resolve(preset: Preset, vae, request: GenerationRequest, frames: int,
         cond = image_conditioning(preset, vae, request, frames)
     else:
         cond = Conditioning(build_schedule(preset, frames))
-    if preset.continuation == "interact":  # an interact story continues this video's last latent window
+    if uses_interact(preset):  # an interact story continues this video's last latent window
         cond = replace(cond, carry_latents=1 + preset.schedule.frames_inner_clip)
     return cond

@@ -49,19 +49,14 @@ class RMSNorm(nn.Module):
 class KVCache:
     """Per-layer K/V entries keyed by sequence name ("text", scale index, ...).
 
-    K is stored after RoPE, before GQA head repetition: [bs, Hkv, L, dh]. An entry may carry a
-    key-validity mask [bs, L] (padded text rows of unequal cond/uncond prompts).
+    K is stored after RoPE, before GQA head repetition: [bs, Hkv, L, dh].
     """
 
     def __init__(self, num_layers: int) -> None:
         self.layers: list[dict[object, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in range(num_layers)]
-        self.valid: dict[object, torch.Tensor] = {}
 
     def store(self, layer: int, key: object, k: torch.Tensor, v: torch.Tensor) -> None:
         self.layers[layer][key] = (k, v)
-
-    def set_valid(self, key: object, valid: torch.Tensor) -> None:
-        self.valid[key] = valid
 
     def get(self, layer: int, key: object) -> tuple[torch.Tensor, torch.Tensor]:
         return self.layers[layer][key]
@@ -69,13 +64,9 @@ class KVCache:
     def drop(self, key: object) -> None:
         for entries in self.layers:
             entries.pop(key, None)
-        self.valid.pop(key, None)
 
     def keys(self) -> list[object]:
         return list(self.layers[0]) if self.layers else []
-
-    def num_elements(self) -> int:
-        return sum(k.numel() + v.numel() for entries in self.layers for k, v in entries.values())
 
     def num_bytes(self) -> int:
         return sum(k.nbytes + v.nbytes for entries in self.layers for k, v in entries.values())
