@@ -210,7 +210,7 @@ def test_remove_keeps_shared_files(server, repo_files):
     assert hub.model_status("480p").state == "complete"
     freed = hub.remove("480p")
     assert freed == sum(len(repo_files[p]) for p in wanted(repo_files, "480p"))
-    assert not hub._repo_folder(hub.resolve_cache_dir()).exists()
+    assert not hub.repo_folder(hub.resolve_cache_dir()).exists()
 
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
@@ -255,7 +255,7 @@ def test_status_needs_one_variant(tmp_path):
 
 def test_snapshot_fetched_by_another_tool_is_found(server):
     root = hub.download(hub.plan_download("720p"))
-    repo = hub._repo_folder(hub.resolve_cache_dir())
+    repo = hub.repo_folder(hub.resolve_cache_dir())
     (repo / "refs" / "main").unlink()
     shutil.rmtree(repo / "infinistar")  # no manifest: expected files come from the index files
     assert hub.resolve_model_dir("720p") == root

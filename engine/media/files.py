@@ -2,10 +2,10 @@
 signature or name, and its name, size and sha256 (recorded in an output's metadata)."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from engine.digests import sha256_file
 from engine.errors import MediaError
 
 # Names that say "still image" whatever the bytes are.
@@ -40,8 +40,4 @@ def is_image(path: Path) -> bool:
 def file_facts(path: str | Path) -> dict:
     """Name, size in bytes and sha256 of an input file (recorded in the output's metadata)."""
     path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
