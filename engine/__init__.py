@@ -46,7 +46,7 @@ _PUBLIC = {
     # files, weights, processes, measurement
     "video_io": "engine.media.video_io",
     "hub": "engine.checkpoints.hub",
-    "preset_for_folder": "engine.checkpoints.loading:preset_for_folder",
+    "preset_for_folder": "engine.checkpoints.model_folder:preset_for_folder",
     "ranks": "engine.parallel.ranks",
     "World": "engine.parallel.ranks:World",
     "tensor_parallel": "engine.parallel.tensor_parallel",

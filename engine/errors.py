@@ -1,4 +1,5 @@
-"""User-facing error types. Every engine error derives from InfinistarError (one-line messages)."""
+"""User-facing error types (every engine error derives from InfinistarError: one-line messages)
+and the one check of a value against its allowed choices."""
 
 
 class InfinistarError(Exception):
@@ -41,6 +42,7 @@ class VAEInputError(InfinistarError, ValueError):
 class VAEWeightsError(InfinistarError):
     """A VAE state dict does not fit the configured architecture."""
 
+
 class ModelNotDownloadedError(InfinistarError):
     """The weights of a model variant are not (completely) in the local cache."""
 
@@ -55,3 +57,14 @@ class DiskSpaceError(InfinistarError):
 
 class WeightsError(InfinistarError):
     """A checkpoint is missing, truncated, unsafe, or does not match the model."""
+
+
+class WeightsMismatchError(WeightsError):
+    """Checkpoint names or shapes differ from the module's."""
+
+
+def check_choice(value: str, choices: tuple[str, ...], error: type[InfinistarError], what: str) -> str:
+    """`value` when it is one of `choices`, else `error`("unknown <what> 'value'; choose one of ...")."""
+    if value not in choices:
+        raise error(f"unknown {what} {value!r}; choose one of {', '.join(choices)}.")
+    return value

@@ -172,7 +172,7 @@ def test_a_declared_field_that_agrees_keeps_the_shapes_reading():
 
 
 def test_a_folder_with_its_own_name_keeps_its_base_presets_behaviour(tmp_path):
-    from engine.checkpoints.loading import describe_folder
+    from engine.checkpoints.model_folder import describe_folder
 
     (tmp_path / "infinistar.json").write_text(json.dumps({"base": "interact", "name": "my-interact"}))
     preset = describe_folder(tmp_path).preset

@@ -7,19 +7,17 @@ import pytest
 import torch
 from official_style import TinyOfficial
 
-from engine.errors import InfinistarError
+from engine.errors import InfinistarError, WeightsMismatchError
+from engine.checkpoints.model_folder import apply_overrides, read_model_overrides
 from engine.checkpoints.weights import (
     INDEX_FILE,
     SafetensorsFormatError,
     UnsafeCheckpointError,
     WeightsError,
-    WeightsMismatchError,
-    apply_overrides,
     convert_pth_to_safetensors,
     load_safetensors_dir,
     load_state_dict_checked,
     load_torch_checkpoint,
-    read_model_overrides,
     read_safetensors_header,
     write_safetensors_dir,
 )

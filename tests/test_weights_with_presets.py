@@ -9,14 +9,13 @@ import torch
 
 from engine import presets
 from engine.model.transformer import InfinityTransformer
+from engine.checkpoints.model_folder import apply_overrides, read_model_overrides
 from engine.checkpoints.weights import (
     WeightsError,
-    apply_overrides,
-    check_keys,
     load_safetensors_dir,
-    read_model_overrides,
     write_safetensors_dir,
 )
+from engine.model.state_keys import check_keys
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

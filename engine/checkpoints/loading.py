@@ -3,7 +3,7 @@
 A model is a folder in the official layout: the transformer folder named by the preset's
 `checkpoint_dir` (safetensors shards + index), `infinitystar_videovae.pth` (or an already
 converted `infinitystar_videovae.safetensors`) and `text_encoder/flan-t5-xl-official/`. An optional
-`infinistar.json` overrides preset fields (`base` names the preset it starts from) or describes the
+`infinistar.json` (engine.checkpoints.model_folder) overrides preset fields (`base` names the preset it starts from) or describes the
 whole model; the VAE's configuration may also be read off its checkpoint (engine.model.vae_shapes). The tiny
 preset ships as such a folder inside the package (`engine/assets/tiny`), so it loads through the
 same code as the 8B models, with no download.
@@ -14,7 +14,6 @@ random init of 8B parameters and no second copy of the weights.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ import torch
 
 from engine import presets
 from engine.checkpoints import hub, offload, speed, weights
+from engine.checkpoints.model_folder import OVERRIDES_FILE, ModelDescription, ModelSourceError, describe_folder
 from engine.model import eight_bit
 from engine.errors import InfinistarError
 from engine.presets import Preset
@@ -35,10 +35,6 @@ TINY_DIR = hub.BUILT_IN["tiny"]
 VAE_SAFETENSORS = Path(hub.VAE_FILE).with_suffix(".safetensors").name
 TINY_TEXT_WEIGHTS = Path("text_encoder") / "tiny.safetensors"
 BLOCK_PREFIXES = ("block_chunks.", "blocks.")  # state-dict keys of the transformer blocks
-
-
-class ModelSourceError(InfinistarError):
-    """`--model` names neither a preset nor a usable model folder."""
 
 
 @dataclass
@@ -93,67 +89,6 @@ def block_dtype_for(device: torch.device, dtype: str = "auto"):
     return lambda key: blocks if key.startswith(BLOCK_PREFIXES) else torch.float32
 
 
-@dataclass(frozen=True)
-class ModelDescription:
-    """What a model is said to be: its preset, and which VAE fields `infinistar.json` states."""
-
-    preset: Preset
-    vae_fields: tuple[str, ...] = ()
-    source: str = ""  # who says so, for errors: the json file or the preset
-
-
-def _json_preset(data: dict, where: Path) -> tuple[Optional[Preset], dict]:
-    """(base preset named by `base`, or by a `name` that is a preset, or None; the other fields)."""
-    data = dict(data)
-    base = data.pop("base", None)
-    if base is not None and base not in presets.names():
-        raise ModelSourceError(f"{where}: base {base!r} is not a preset; known: {', '.join(presets.names())}.")
-    if isinstance(data.get("vae"), str):  # a named VAE configuration instead of its fields
-        named = presets.VAE_CONFIGS.get(data["vae"])
-        if named is None:
-            raise ModelSourceError(f"{where}: vae {data['vae']!r} is not a known configuration; known: "
-                                   f"{', '.join(presets.VAE_CONFIGS)} (or give its fields as an object).")
-        data["vae"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(named).items()}
-    if base is None and data.get("name") in presets.names():
-        base = data["name"]  # earlier folders name their preset this way
-    return (presets.get(base) if base else None), data
-
-
-def _blank_preset(overrides: dict, where: Path, folder: Path) -> Preset:
-    """The base of a folder that names no preset: the config classes' defaults, for an
-    `infinistar.json` that gives every top-level field."""
-    hints = typing.get_type_hints(Preset)
-    nested = [name for name, hint in hints.items() if dataclasses.is_dataclass(hint)]
-    required = [f.name for f in dataclasses.fields(Preset) if f.default is dataclasses.MISSING and f.name not in nested]
-    missing = [name for name in required if name not in overrides]
-    if missing:
-        dirs = ", ".join(presets.get(n).checkpoint_dir for n in presets.names())
-        raise ModelSourceError(
-            f"{folder} holds no transformer folder of a preset (looked for {dirs}) and {where.name} names no "
-            f"\"base\" preset, so it must give every field; it lacks {', '.join(missing)}.")
-    return Preset(**{name: overrides[name] for name in required},
-                  **{name: hints[name]() for name in nested})
-
-
-def describe_folder(folder: Path) -> ModelDescription:
-    """The preset a model folder starts from (its `infinistar.json` `base`, a `name` that is a preset,
-    else the preset whose transformer folder it holds, else the json alone), overrides applied."""
-    path, data = weights.read_model_json(folder)
-    base, data = _json_preset(data, path)
-    overrides = weights.validate_overrides(data, Preset, str(path)) if data else {}
-    if base is None:
-        found = [presets.get(n) for n in presets.names() if (folder / presets.get(n).checkpoint_dir).is_dir()]
-        base = found[0] if found else _blank_preset(overrides, path, folder)
-    vae_fields = tuple(overrides.get("vae", {}))
-    source = str(path) if data else f"the {base.name!r} preset"
-    return ModelDescription(weights.apply_overrides(base, overrides), vae_fields, source)
-
-
-def preset_for_folder(folder: Path) -> Preset:
-    """The preset a model folder starts from, with its `infinistar.json` overrides applied."""
-    return describe_folder(folder).preset
-
-
 def load_transformer(preset: Preset, folder: Path, device: torch.device, weights_mode: str = "bf16",
                      home: Optional[torch.device] = None, described_by: Optional[str] = None,
                      dtype: str = "auto") -> InfinityTransformer:
@@ -191,7 +126,7 @@ def load_vae(preset: Preset, folder: Path, device: torch.device, vae_fields: tup
     else:
         raise ModelSourceError(f"{folder} has no {hub.VAE_FILE}.")
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    description = source if source.endswith(".json") else str(folder / weights.OVERRIDES_FILE)
+    description = source if source.endswith(".json") else str(folder / OVERRIDES_FILE)
     config = resolve_vae_config(preset.vae, shapes, vae_fields, str(file), description)
     with torch.device("meta"):
         vae = VideoVAE(config)

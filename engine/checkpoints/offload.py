@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from engine.errors import InfinistarError
+from engine.errors import InfinistarError, check_choice
 
 from engine.choices import OFFLOAD_MODES
 
@@ -30,9 +30,7 @@ class OffloadModeError(InfinistarError):
 
 
 def check_mode(mode: str) -> str:
-    if mode not in OFFLOAD_MODES:
-        raise OffloadModeError(f"unknown offload mode {mode!r}; choose one of {', '.join(OFFLOAD_MODES)}.")
-    return mode
+    return check_choice(mode, OFFLOAD_MODES, OffloadModeError, "offload mode")
 
 
 def active(mode: str, device: torch.device) -> bool:

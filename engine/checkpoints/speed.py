@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 
 from engine.model import eight_bit
-from engine.errors import InfinistarError
+from engine.errors import InfinistarError, check_choice
 
 from engine.choices import DTYPES
 _FLOATS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -27,9 +27,7 @@ class DtypeError(InfinistarError):
 
 
 def check_dtype(name: str) -> str:
-    if name not in DTYPES:
-        raise DtypeError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}.")
-    return name
+    return check_choice(name, DTYPES, DtypeError, "dtype")
 
 
 def block_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -8,18 +8,15 @@ uses strict=False and silently keeps random weights on a name mismatch (spec/pip
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
-import types
-import typing
 import warnings
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Union
+from typing import Callable, Iterator, Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -27,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.errors import WeightsError
+from engine.model.state_keys import check_keys
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
-OVERRIDES_FILE = "infinistar.json"
 _MAX_HEADER_BYTES = 100_000_000  # the safetensors format's own limit
 
 DtypeFor = Callable[[str], Optional[torch.dtype]]
@@ -39,10 +36,6 @@ Device = Union[str, torch.device]
 
 class SafetensorsFormatError(WeightsError):
     """A safetensors file is truncated or its header is unreadable."""
-
-
-class WeightsMismatchError(WeightsError):
-    """Checkpoint names or shapes differ from the module's."""
 
 
 class UnsafeCheckpointError(WeightsError):
@@ -121,35 +114,6 @@ def shard_map(folder: Path) -> dict[str, list[str]]:
     if (folder / SINGLE_FILE).is_file():
         return {SINGLE_FILE: list(read_safetensors_header(folder / SINGLE_FILE))}
     raise WeightsError(f"No {INDEX_FILE} or {SINGLE_FILE} in {folder}.")
-
-
-# --------------------------------------------------------------------------- strict key check
-
-
-def _names(keys: list[str], limit: int = 3) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", … +{len(keys) - limit}" if len(keys) > limit else "")
-
-
-def check_keys(
-    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], strict: bool, source: str
-) -> tuple[list[str], list[str]]:
-    """Compare {name: shape} tables; raise WeightsMismatchError with a one-line diff (missing and
-    unexpected names only when strict; wrong shapes always). Returns (missing, unexpected)."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    wrong = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
-    parts = []
-    if strict and missing:
-        parts.append(f"{len(missing)} missing ({_names(missing)})")
-    if strict and unexpected:
-        parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
-    if wrong:
-        shapes = [f"{k}: file {list(found[k])}, model {list(expected[k])}" for k in wrong]
-        parts.append(f"{len(wrong)} wrong shape ({_names(shapes, 2)})")
-    if parts:
-        raise WeightsMismatchError(f"{source} does not match the model: " + "; ".join(parts) + ".")
-    return missing, unexpected
 
 
 def _target_dtype(key: str, stored: torch.dtype, declared: torch.dtype, dtype_for: Optional[DtypeFor]) -> torch.dtype:
@@ -347,91 +311,3 @@ def write_safetensors_dir(
         (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         paths.append(folder / INDEX_FILE)
     return paths
-
-
-# --------------------------------------------------------------------------- infinistar.json overrides
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check a JSON value against a field's type hint; lists become tuples for frozen dataclasses."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):  # Optional[X] and X | None
-        if value is None and type(None) in args:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, where)
-            except WeightsError:
-                pass
-        raise WeightsError(f"{where}: {value!r} does not fit {hint}.")
-    if origin is typing.Literal:
-        if value not in args:
-            raise WeightsError(f"{where}: {value!r} is not one of {list(args)}.")
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, list):
-            raise WeightsError(f"{where}: expected a list, got {value!r}.")
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            items = [_coerce(v, args[0], where) for v in value]
-        elif origin is tuple and args:
-            if len(args) != len(value):
-                raise WeightsError(f"{where}: expected {len(args)} items, got {len(value)}.")
-            items = [_coerce(v, a, where) for v, a in zip(value, args)]
-        else:
-            items = [_coerce(v, args[0], where) if args else v for v in value]
-        return tuple(items) if origin is tuple else items
-    simple = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
-    if hint in simple:
-        if not isinstance(value, simple[hint]) or (hint is not bool and isinstance(value, bool)):
-            raise WeightsError(f"{where}: expected {hint.__name__}, got {value!r}.")
-        return float(value) if hint is float else value
-    return value
-
-
-def validate_overrides(data: Any, schema: type, where: str) -> dict[str, Any]:
-    """Fields of `data` checked against the dataclass `schema` (see read_model_overrides)."""
-    if not isinstance(data, dict):
-        raise WeightsError(f"{where}: expected a JSON object.")
-    hints = typing.get_type_hints(schema)
-    known = [f.name for f in dataclasses.fields(schema)]
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            raise WeightsError(f"{where}: unknown field {key!r} (known: {', '.join(known)}).")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            out[key] = validate_overrides(value, hint, f"{where}: {key}")
-        else:
-            out[key] = _coerce(value, hint, f"{where}: {key}")
-    return out
-
-
-def read_model_json(model_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """(path, parsed object) of a model folder's `infinistar.json`; no file: (path, {})."""
-    path = Path(model_dir) / OVERRIDES_FILE
-    if not path.is_file():
-        return path, {}
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise WeightsError(f"{path} is not valid JSON ({error}).") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object.")
-    return path, data
-
-
-def read_model_overrides(model_dir: str | Path, schema: type) -> dict[str, Any]:
-    """Fields of `infinistar.json` in a model folder, validated against the dataclass `schema`
-    (e.g. the Preset class): unknown names and wrong types are errors. Nested dataclass fields take
-    nested objects. No file: {}."""
-    path, data = read_model_json(model_dir)
-    return validate_overrides(data, schema, str(path)) if data else {}
-
-
-def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
-    """dataclasses.replace, recursing into nested dataclass fields."""
-    changes = {
-        k: apply_overrides(getattr(config, k), v) if dataclasses.is_dataclass(getattr(config, k)) else v
-        for k, v in overrides.items()
-    }
-    return dataclasses.replace(config, **changes)

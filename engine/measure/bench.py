@@ -31,7 +31,8 @@ from engine import presets
 from engine.media import video_io
 from engine.measure.costs import GenerationCost, block_parameter_count, generation_cost, parameter_count
 from engine.errors import InfinistarError
-from engine.checkpoints.loading import Components, preset_for_folder, resolve_device
+from engine.checkpoints.loading import Components, resolve_device
+from engine.checkpoints.model_folder import preset_for_folder
 from engine.generate.pipeline import Pipeline, frames_for, sampling_for
 from engine.presets import Preset
 from engine.request import Event, GenerationRequest

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.errors import InfinistarError
+from engine.errors import InfinistarError, check_choice
 
 from engine.choices import WEIGHT_MODES  # "bf16" = the float path (fp32 on CPU)
 _LEVELS = {"int8": 127.0, "fp8": 448.0}
@@ -27,9 +27,7 @@ class WeightModeError(InfinistarError):
 
 
 def check_mode(mode: str) -> str:
-    if mode not in WEIGHT_MODES:
-        raise WeightModeError(f"unknown weights mode {mode!r}; choose one of {', '.join(WEIGHT_MODES)}.")
-    return mode
+    return check_choice(mode, WEIGHT_MODES, WeightModeError, "weights mode")
 
 
 def quantize_weight(weight: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:

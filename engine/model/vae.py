@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from engine.errors import VAEInputError, VAEWeightsError
 from engine.presets import VAE_CONFIGS, VAEConfig
+from engine.model.state_keys import check_keys
 from engine.model.vae_blocks import (CausalConv3d, ConvCache, DownBlock, MidBlock, RMSNorm,
                                SpatialNorm, UpBlock, inplace_ok)
 
@@ -37,7 +38,7 @@ def vae_config(name: str | VAEConfig) -> VAEConfig:
         raise KeyError(f"unknown VAE config {name!r}; known: {', '.join(VAE_CONFIGS)}") from None
 
 
-def _bit_mask(bits: int) -> Tensor:
+def bit_mask(bits: int) -> Tensor:
     """2^(d-1) … 2^0 as int64; the top bit of the 64-bit mask wraps to -2^63 like the original."""
     return torch.ones(bits, dtype=torch.int64) << torch.arange(bits - 1, -1, -1)
 
@@ -45,7 +46,7 @@ def _bit_mask(bits: int) -> Tensor:
 class _BitMask(nn.Module):
     def __init__(self, bits: int) -> None:
         super().__init__()
-        self.register_buffer("mask", _bit_mask(bits))
+        self.register_buffer("mask", bit_mask(bits))
 
 
 class QuantizerBuffers(nn.Module):
@@ -210,20 +211,10 @@ class VideoVAE(nn.Module):
         for prefix in ("quantizer", "quantize"):
             for name, bits in (("lfq_semantic", self.config.semantic_dim),
                                ("lfq_detail", self.config.detail_dim)):
-                state.setdefault(f"{prefix}.{name}.mask", _bit_mask(bits))
-        expected = self.state_dict()
-        missing = sorted(expected.keys() - state.keys())
-        unexpected = sorted(state.keys() - expected.keys())
-        if missing or unexpected:
-            raise VAEWeightsError(
-                f"VAE weights do not match the {self.config.name!r} config: {len(missing)} missing "
-                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        wrong = [k for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
-        if wrong:
-            k = wrong[0]
-            raise VAEWeightsError(
-                f"VAE weights do not match the {self.config.name!r} config: {len(wrong)} tensors "
-                f"with a wrong shape, e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}")
+                state.setdefault(f"{prefix}.{name}.mask", bit_mask(bits))
+        check_keys({k: tuple(v.shape) for k, v in self.state_dict().items()},
+                   {k: tuple(v.shape) for k, v in state.items()}, strict=True, source="The VAE state dict",
+                   target=f"the {self.config.name!r} VAE config", error=VAEWeightsError)
         self.load_state_dict(state, strict=True, assign=assign)
 
     # ----------------------------------------------------------------------------- decoding

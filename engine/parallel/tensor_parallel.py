@@ -25,6 +25,7 @@ from torch import nn
 from engine.checkpoints import weights
 from engine.errors import InfinistarError
 from engine.presets import Preset, TransformerConfig
+from engine.model.state_keys import check_keys
 from engine.model.transformer import InfinityTransformer
 
 from engine.choices import PARALLEL_MODES
@@ -128,7 +129,7 @@ def _fill(model: nn.Module, folder: Path) -> None:
         header = weights.read_safetensors_header(folder / file)
         found.update({name: header[name][1] for name in names if name in header})
     entries = dict(model.state_dict(keep_vars=True))
-    weights.check_keys({k: tuple(v.shape) for k, v in entries.items()}, found, True, f"Checkpoint {folder}")
+    check_keys({k: tuple(v.shape) for k, v in entries.items()}, found, True, f"Checkpoint {folder}")
     for file, names in shards.items():
         with weights.reading_safetensors(folder / file) as path, safe_open(str(path), framework="pt", device="cpu") as reader:
             for name in names:
