@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import presets  # noqa: E402
-from engine.measure.bench import BenchSpec, MemoryProbe, generation_cost_for, measure, random_components  # noqa: E402
+from engine.measure.bench import BenchSpec, generation_cost_for, measure  # noqa: E402
+from engine.measure.bench_report import Load  # noqa: E402
+from engine.measure.clocks import MemoryProbe  # noqa: E402
+from engine.measure.random_weights import random_components  # noqa: E402
 from engine.measure.costs import GenerationCost  # noqa: E402
 from engine.generate.pipeline import Pipeline  # noqa: E402
 from engine.presets import Preset, ScheduleConfig, TransformerConfig  # noqa: E402
@@ -116,34 +119,34 @@ def main() -> None:
     memory.reset()
     start = time.perf_counter()
     pipeline = Pipeline(random_components(preset, device))
-    load = {"seconds": time.perf_counter() - start, "peak_memory_bytes": memory.peak_bytes(), "random_weights": True}
+    load = Load(time.perf_counter() - start, memory.peak_bytes(), random_weights=True)
     spec = BenchSpec(model=preset.name, device="cpu", warmup=args.warmup, repeat=args.repeat)
     report = measure(pipeline, spec, load, memory, on_message=lambda m: print(m, file=sys.stderr))
 
-    cost, _, _ = generation_cost_for(preset, spec, report["analytic"]["text_tokens"])
+    cost, _, _ = generation_cost_for(preset, spec, report.analytic.text_tokens)
     ideal = gemm_seconds(preset.transformer, cost)
-    s, env = report["sampling"], report["environment"]
-    warm = report["warm"]
-    stage_total = sum(v["seconds"] for v in warm.values())
+    s, env = report.sampling, report.environment
+    warm = report.warm
+    stage_total = sum(v.seconds for v in warm.values())
     h, w = schedule.pixel_size
     print(f"config: depth {args.depth}, width {args.width}, heads {args.heads}/{args.kv_heads}, "
-          f"{w}x{h} px, {schedule.num_frames} frames, {s['steps']} steps, VAE {args.vae}")
-    print(f"machine: {env['device_name']}, torch {env['torch']}, {env['threads']} threads on {env['cpu_count']} "
-          f"cores, load average {env['load_average_before']} before / {env['load_average']} after")
-    print(f"sampling: {s['seconds']:.2f} s, {s['flops_per_second'] / 1e9:.1f} GFLOP/s, "
-          f"{s['tokens_per_second']:.0f} tokens/s, {s['steps_per_second']:.2f} steps/s")
+          f"{w}x{h} px, {schedule.num_frames} frames, {s.steps} steps, VAE {args.vae}")
+    print(f"machine: {env.device_name}, torch {env.torch}, {env.threads} threads on {env.cpu_count} "
+          f"cores, load average {list(env.load_average_before or [])} before / {list(env.load_average or [])} after")
+    print(f"sampling: {s.seconds:.2f} s, {s.flops_per_second / 1e9:.1f} GFLOP/s, "
+          f"{s.tokens_per_second:.0f} tokens/s, {s.steps_per_second:.2f} steps/s")
     print(f"same GEMMs as plain torch.matmul: {ideal:.2f} s ({cost.flops / ideal / 1e9:.1f} GFLOP/s)")
-    print(f"engine / matmul (FLOP/s ratio) = {ideal / s['seconds']:.3f}")
-    peak = report["peak_flops"]
-    print(f"MFU = {s['mfu']:.3f} of {peak['value'] / 1e9:.1f} GFLOP/s ({peak['source']}: "
-          f"{peak['matmul_shape']} {peak['matmul_probe'] / 1e9:.1f}, "
-          f"{peak['matmul_large_shape']} {peak['matmul_probe_large'] / 1e9:.1f} GFLOP/s)")
-    shares = ", ".join(f"{k} {v['seconds'] / stage_total:.3f}" for k, v in warm.items())
-    print(f"stage shares (warm, of {stage_total:.2f} s): {shares}; model build {load['seconds']:.2f} s")
-    for warning in report["warnings"]:
+    print(f"engine / matmul (FLOP/s ratio) = {ideal / s.seconds:.3f}")
+    peak = report.peak_flops
+    print(f"MFU = {s.mfu:.3f} of {peak.value / 1e9:.1f} GFLOP/s ({peak.source}: "
+          f"{list(peak.matmul_shape)} {peak.matmul_probe / 1e9:.1f}, "
+          f"{list(peak.matmul_large_shape)} {peak.matmul_probe_large / 1e9:.1f} GFLOP/s)")
+    shares = ", ".join(f"{k} {v.seconds / stage_total:.3f}" for k, v in warm.items())
+    print(f"stage shares (warm, of {stage_total:.2f} s): {shares}; model build {load.seconds:.2f} s")
+    for warning in report.warnings:
         print(f"warning: {warning}")
     if args.json:
-        print(json.dumps(report, default=str))
+        print(json.dumps(report.to_dict(), default=str))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,10 @@ from engine import presets  # noqa: E402
 from engine.measure import memory
 from engine.checkpoints import offload, speed
 from engine.model import eight_bit
-from engine.measure.bench import BenchSpec, MemoryProbe, measure, random_components  # noqa: E402
+from engine.measure.bench import BenchSpec, measure  # noqa: E402
+from engine.measure.bench_report import Load  # noqa: E402
+from engine.measure.clocks import MemoryProbe  # noqa: E402
+from engine.measure.random_weights import random_components  # noqa: E402
 from engine.generate.pipeline import Pipeline  # noqa: E402
 from engine.presets import Preset, SamplingConfig, TransformerConfig  # noqa: E402
 from engine.generate.sampling import TextCondition, sample_latent  # noqa: E402
@@ -147,27 +150,26 @@ def run_case(name: str, preset: Preset, seconds: int, device: torch.device, offl
     probe = MemoryProbe(device)
     pipeline, built = build(preset, device, offload_mode, weights, compile_, smoke)
     spec = BenchSpec(model=preset.name, device=str(device), seconds=seconds, warmup=warmup, repeat=1)
-    report = measure(pipeline, spec, {"seconds": built, "peak_memory_bytes": probe.peak_bytes(),
-                                      "random_weights": True}, probe)
-    warm, sampling = report["warm"], report["sampling"]
-    estimate = memory.estimate(preset, report["analytic"]["frames"], offload_mode, weights)
+    report = measure(pipeline, spec, Load(built, probe.peak_bytes(), random_weights=True), probe)
+    warm, sampling, analytic = report.warm, report.sampling, report.analytic
+    estimate = memory.estimate(preset, analytic.frames, offload_mode, weights)
     phases = {}
     for phase, stage in PHASES.items():
-        measured = warm[stage]["peak_memory_bytes"]
+        measured = warm[stage].peak_memory_bytes
         phases[phase] = {"measured_bytes": measured, "estimated_bytes": estimate.phases[phase],
                          "measured_over_estimate": measured / estimate.phases[phase]}
     out = {
-        "case": name, "preset": preset.name, "seconds_of_video": seconds, "frames": report["analytic"]["frames"],
-        "pixel_size": [report["analytic"]["height"], report["analytic"]["width"]],
+        "case": name, "preset": preset.name, "seconds_of_video": seconds, "frames": analytic.frames,
+        "pixel_size": [analytic.height, analytic.width],
         "offload": offload_mode, "weights": weights, "compile": compile_,
-        "steps": sampling["steps"], "steps_per_second": sampling["steps_per_second"],
-        "tokens_per_second": sampling["tokens_per_second"], "mfu": sampling["mfu"],
-        "build_seconds": built, "stage_seconds": {k: v["seconds"] for k, v in warm.items()},
-        "cold_stage_seconds": {k: v["seconds"] for k, v in report["cold"].items()},
-        "warm_includes_cold_run": report["warm_includes_cold_run"],
+        "steps": sampling.steps, "steps_per_second": sampling.steps_per_second,
+        "tokens_per_second": sampling.tokens_per_second, "mfu": sampling.mfu,
+        "build_seconds": built, "stage_seconds": {k: v.seconds for k, v in warm.items()},
+        "cold_stage_seconds": {k: v.seconds for k, v in report.cold.items()},
+        "warm_includes_cold_run": report.warm_includes_cold_run,
         "peak_memory": phases, "estimated_peak_bytes": estimate.peak,
-        "sdpa_kernel": report["environment"]["attention"]["kernel"],
-        "block_dtype": report["environment"]["dtype"],
+        "sdpa_kernel": report.environment.attention.kernel,
+        "block_dtype": report.environment.dtype,
     }
     del pipeline
     if device.type == "cuda":

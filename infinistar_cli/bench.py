@@ -1,7 +1,7 @@
 """`infinistar bench`: speed and memory of a generation, stage by stage, or its analytic cost.
 
-The measuring is engine.measure.bench's; this module parses options and prints its report as tables
-(or one JSON object with --json).
+The measuring is engine.measure.bench's; this module parses options and prints its typed report
+(engine.measure.bench_report) as tables, or as one JSON object with --json.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from engine import RESOLUTIONS
 from infinistar_cli.config import option
 from infinistar_cli.options import resolve_model
 from infinistar_cli.progress import Reporter
-
 
 
 @click.command("bench")
@@ -63,14 +62,18 @@ def bench(ctx: click.Context, **options: Any) -> None:
     )
     if options["dry_run"]:
         analytic = engine_bench.analyze(spec, options["text_tokens"])
-        report = {"model": spec.model, "mode": mode, "dry_run": True, "analytic": analytic}
-    else:
-        reporter = Reporter(quiet=settings.quiet or options["json_output"], verbose=settings.verbose, rich=False)
-        report = engine_bench.run_bench(spec, on_message=reporter.message)
-        report["dry_run"] = False
+        if options["json_output"]:
+            click.echo(json.dumps({"model": spec.model, "mode": mode, "dry_run": True, "analytic": analytic.to_dict()},
+                                  default=str))
+        else:
+            render_analytic(analytic, mode)
+        return
+    reporter = Reporter(quiet=settings.quiet or options["json_output"], verbose=settings.verbose, rich=False)
+    report = engine_bench.run_bench(spec, on_message=reporter.message)
     if options["json_output"]:
-        click.echo(json.dumps(report, default=str))
+        click.echo(json.dumps({**report.to_dict(), "dry_run": False}, default=str))
     else:
+        render_analytic(report.analytic, mode)
         render(report)
 
 
@@ -104,72 +107,72 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple], numeric: boo
     return table
 
 
-def analytic_rows(a: dict) -> list[tuple]:
-    flops = a["flops"]
-    kv = a["kv_cache"]
-    text = f"{a['text_tokens']}" + (" (assumed maximum)" if a.get("text_tokens_assumed_max") else "")
+def analytic_rows(a: Any) -> list[tuple]:
+    """Table rows of an engine.measure.bench_report.Analytic."""
+    flops, kv = a.flops, a.kv_cache
+    text = f"{a.text_tokens}" + (" (assumed maximum)" if a.text_tokens_assumed_max else "")
     return [
-        ("output", f"{a['width']}x{a['height']}, " + (f"{a['frames']} frames ({a['seconds']:g} s)"
-                                                       if a["frames"] > 1 else "1 frame (image)")),
-        ("schedule", f"{a['clips']} clips, {a['scales']} scales, {a['steps']} steps"),
-        ("batch", f"{a['batch']} ({'cond + uncond' if a['guidance'] else 'no guidance'})"),
+        ("output", f"{a.width}x{a.height}, " + (f"{a.frames} frames ({a.seconds:g} s)"
+                                                 if a.frames > 1 else "1 frame (image)")),
+        ("schedule", f"{a.clips} clips, {a.scales} scales, {a.steps} steps"),
+        ("batch", f"{a.batch} ({'cond + uncond' if a.guidance else 'no guidance'})"),
         ("text tokens", text),
-        ("visual query tokens", f"{a['query_tokens']:,} (largest step {a['max_query_tokens']:,}, "
-                                f"up to {a['max_key_tokens']:,} keys)"),
-        ("FLOPs total", _si(flops["total"], "FLOP")),
-        ("  attention core", _si(flops["attention"], "FLOP")),
-        ("  MLP", _si(flops["mlp"], "FLOP")),
-        ("  Q/K/V/O projections", _si(flops["projections"], "FLOP")),
-        ("  embeddings + heads", _si(flops["embed_and_heads"], "FLOP")),
-        ("  text prefix", _si(flops["text_prefix"], "FLOP")),
-        ("KV cache peak", f"{_bytes(kv['bytes_bf16'])} bf16 / {_bytes(kv['bytes_fp32'])} fp32"),
-        ("transformer weights", f"{_si(a['transformer_parameters'], 'params')}: "
-                                f"{_bytes(a['transformer_bytes']['bf16_blocks'])} (bf16 blocks), "
-                                f"{_bytes(a['transformer_bytes']['fp32'])} fp32"),
+        ("visual query tokens", f"{a.query_tokens:,} (largest step {a.max_query_tokens:,}, "
+                                f"up to {a.max_key_tokens:,} keys)"),
+        ("FLOPs total", _si(flops.total, "FLOP")),
+        ("  attention core", _si(flops.attention, "FLOP")),
+        ("  MLP", _si(flops.mlp, "FLOP")),
+        ("  Q/K/V/O projections", _si(flops.projections, "FLOP")),
+        ("  embeddings + heads", _si(flops.embed_and_heads, "FLOP")),
+        ("  text prefix", _si(flops.text_prefix, "FLOP")),
+        ("KV cache peak", f"{_bytes(kv.bytes_bf16)} bf16 / {_bytes(kv.bytes_fp32)} fp32"),
+        ("transformer weights", f"{_si(a.transformer_parameters, 'params')}: "
+                                f"{_bytes(a.transformer_bytes.bf16_blocks)} (bf16 blocks), "
+                                f"{_bytes(a.transformer_bytes.fp32)} fp32"),
     ]
 
 
-def render(report: dict) -> None:
+def render_analytic(a: Any, mode: str) -> None:
+    from rich.console import Console
+
+    Console().print(_table(f"analytic cost: {a.preset} {mode}", ("", ""), analytic_rows(a), numeric=False))
+
+
+def render(report: Any) -> None:
+    """The measured tables of an engine.measure.bench_report.BenchReport."""
     from rich.console import Console
 
     console = Console()
-    a = report["analytic"]
-    console.print(_table(f"analytic cost: {a['preset']} {report['mode']}", ("", ""),
-                         analytic_rows(a), numeric=False))
-    if report["dry_run"]:
-        return
-    env = report["environment"]
-    load = " / ".join(f"{x:g}" for x in env["load_average"] or [])
+    env = report.environment
+    load = " / ".join(f"{x:g}" for x in env.load_average or [])
     console.print(_table("environment", ("", ""), [
-        ("device", f"{env['device']} ({env['device_name']})"),
-        ("torch", env["torch"]),
-        ("dtype", env["dtype"]),
-        ("attention", f"{env['attention']['backend']}: {env['attention']['kernel']}"),
-        ("threads / cores", f"{env['threads']} / {env['cpu_count']}"),
+        ("device", f"{env.device} ({env.device_name})"),
+        ("torch", env.torch),
+        ("dtype", env.dtype),
+        ("attention", f"{env.attention.backend}: {env.attention.kernel}"),
+        ("threads / cores", f"{env.threads} / {env.cpu_count}"),
         ("load average", f"{load} (1/5/15 min, at the end)"),
     ], numeric=False))
-    cold, warm = report["cold"], report["warm"]
-    rows = [("load model", f"{report['load']['seconds']:.2f}", "", _bytes(report["load"]["peak_memory_bytes"]))]
+    cold, warm = report.cold, report.warm
+    rows = [("load model", f"{report.load.seconds:.2f}", "", _bytes(report.load.peak_memory_bytes))]
     for stage in cold:  # in pipeline order; i2v adds encode_reference
-        rows.append((stage, f"{cold[stage]['seconds']:.3f}", f"{warm[stage]['seconds']:.3f}",
-                     _bytes(warm[stage]["peak_memory_bytes"])))
-    runs = len([r for r in report["runs"] if r["kind"] == "measured"])
+        rows.append((stage, f"{cold[stage].seconds:.3f}", f"{warm[stage].seconds:.3f}",
+                     _bytes(warm[stage].peak_memory_bytes)))
+    runs = len([r for r in report.runs if r.kind == "measured"])
     console.print(_table(f"stages (warm = median of {runs} measured run(s))",
                          ("stage", "cold s", "warm s", "peak memory"), rows))
-    console.print(f"peak memory: {report['memory']['attribution']}")
-    for warning in report["warnings"]:
+    console.print(f"peak memory: {report.memory.attribution}")
+    for warning in report.warnings:
         console.print(f"warning: {warning}", style="yellow")
-    s = report["sampling"]
-    peak = report["peak_flops"]
+    s, peak = report.sampling, report.peak_flops
     console.print(_table("sampling (warm)", ("", ""), [
-        ("steps / s", f"{s['steps_per_second']:.2f} ({s['steps']} steps)"),
-        ("tokens / s", f"{s['tokens_per_second']:,.1f}"),
-        ("achieved", _si(s["flops_per_second"], "FLOP/s")),
-        ("peak", f"{_si(peak['value'], 'FLOP/s')} ({peak['source']})"),
-        ("MFU", f"{100 * s['mfu']:.1f} %"),
+        ("steps / s", f"{s.steps_per_second:.2f} ({s.steps} steps)"),
+        ("tokens / s", f"{s.tokens_per_second:,.1f}"),
+        ("achieved", _si(s.flops_per_second, "FLOP/s")),
+        ("peak", f"{_si(peak.value, 'FLOP/s')} ({peak.source})"),
+        ("MFU", f"{100 * s.mfu:.1f} %"),
     ], numeric=False))
     console.print(_table("per clip", ("clip", "steps", "seconds", "FLOP/s"), [
-        (c["clip"], c["steps"], f"{c['seconds']:.3f}", _si(c["flops"] / max(c["seconds"], 1e-9), "FLOP/s"))
-        for c in s["per_clip"]]))
+        (c.clip, c.steps, f"{c.seconds:.3f}", _si(c.flops / max(c.seconds, 1e-9), "FLOP/s")) for c in s.per_clip]))
     console.print(_table("slowest scales", ("scale", "clip", "tokens", "steps", "seconds"), [
-        (e["scale"], e["clip"], e["query_tokens"], e["steps"], f"{e['seconds']:.3f}") for e in s["slowest_scales"]]))
+        (e.scale, e.clip, e.query_tokens, e.steps, f"{e.seconds:.3f}") for e in s.slowest_scales]))

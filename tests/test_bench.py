@@ -8,6 +8,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import engine.measure.bench as bench
+import engine.measure.random_weights as random_weights
 import engine.checkpoints.loading as loading
 from cli_fakes import error_line, invoke
 from engine import presets
@@ -173,7 +174,7 @@ def test_random_components_are_finite_and_shaped_like_the_preset():
 
 def test_random_t5_encodes_bytes(monkeypatch):
     """The 8B presets' random text encoder, at a small width: a byte tokenizer feeding a T5 encoder."""
-    monkeypatch.setattr(bench, "T5_XL", dict(vocab_size=300, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4))
-    encoder = bench._random_t5_xl(torch.device("cpu"), torch.Generator().manual_seed(0))
+    monkeypatch.setattr(random_weights, "T5_XL", dict(vocab_size=300, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4))
+    encoder = random_weights.random_t5_xl(torch.device("cpu"), torch.Generator().manual_seed(0))
     (features,) = encoder.encode(["a fox"])
     assert features.shape == (len("a fox") + 1, 32) and torch.isfinite(features).all()

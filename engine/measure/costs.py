@@ -67,25 +67,6 @@ class GenerationCost:
     def flops(self) -> int:
         return self.total() + self.prefix_flops
 
-    def summary(self) -> dict:
-        return {
-            "steps": self.num_steps,
-            "batch": self.batch,
-            "text_tokens": self.text_tokens,
-            "query_tokens": self.query_tokens,
-            "attended_pairs": self.key_tokens,
-            "max_query_tokens": max(s.query_tokens for s in self.steps),
-            "max_key_tokens": max(s.key_tokens for s in self.steps),
-            "flops": {
-                "total": self.flops,
-                "projections": self.total("projection_flops"),
-                "attention": self.total("attention_flops"),
-                "mlp": self.total("mlp_flops"),
-                "embed_and_heads": self.total("other_flops"),
-                "text_prefix": self.prefix_flops,
-            },
-        }
-
 
 def block_flops(config: TransformerConfig, queries: int, keys: int) -> tuple[int, int, int]:
     """(projections, attention core, MLP) FLOPs of ALL blocks for one batch row."""
