@@ -256,7 +256,6 @@ def variant_paths(name: str, root: Path) -> dict[str, Path]:
     }
 
 
-
 # --------------------------------------------------------------------------- remove
 
 
