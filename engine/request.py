@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
+from engine.choices import GUIDANCE
 from engine.errors import RequestError
 
 Mode = Literal["t2i", "t2v", "i2v", "extend"]
@@ -64,7 +65,7 @@ class GenerationRequest:
             problem = None if value is None else sampling_value_problem(name, value)
             if problem:
                 raise RequestError(f"{name}: {problem}")
-        if self.guidance not in (None, "apg", "cfg"):
+        if self.guidance is not None and self.guidance not in GUIDANCE:
             raise RequestError(f"guidance: {self.guidance!r} is not 'apg' or 'cfg'")
 
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from engine.choices import DEFAULT_CRF
+
 # x264.h: X264_CPU_AVX512 (AVX-512 F, CD, BW, DQ, VL).
 X264_CPU_AVX512 = 1 << 16
 X264_THREADS = 4
@@ -55,7 +57,7 @@ class Encoding:
         return {"codec": self.codec, "pix_fmt": self.pix_fmt, "lossless": self.lossless, **self.stream_options()}
 
 
-def h264(crf: int = 18, lossless: bool = False) -> Encoding:
+def h264(crf: int = DEFAULT_CRF, lossless: bool = False) -> Encoding:
     """H.264 settings: yuv420p at quality `crf`, or RGB 4:4:4 at qp 0 (exact) when `lossless`."""
     params = ("x264-params", x264_params())
     if lossless:

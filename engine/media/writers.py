@@ -18,9 +18,10 @@ from typing import Any, Optional
 import numpy as np
 
 from engine import __version__
+from engine.choices import DEFAULT_CRF
+from engine.errors import OutputExistsError, OutputPathError
 from engine.media import atomic
 from engine.media.encoding import h264
-from engine.errors import OutputExistsError, OutputPathError
 
 VIDEO_SUFFIX = ".mp4"
 IMAGE_SUFFIX = ".png"
@@ -128,7 +129,7 @@ class VideoWriter:
         *,
         metadata: Optional[dict] = None,
         overwrite: bool = False,
-        crf: int = 18,
+        crf: int = DEFAULT_CRF,
         lossless: bool = False,
     ) -> None:
         import av
@@ -206,7 +207,7 @@ class VideoWriter:
 
 def write_mp4(
     frames: Any, path: str | Path, fps: int | float, *, metadata: Optional[dict] = None,
-    overwrite: bool = False, crf: int = 18, lossless: bool = False,
+    overwrite: bool = False, crf: int = DEFAULT_CRF, lossless: bool = False,
 ) -> Path:
     """Write uint8 frames [T, H, W, 3] as an H.264 MP4 at constant `fps`: yuv420p at quality `crf`,
     or RGB 4:4:4 that decodes exactly when `lossless`."""
@@ -240,7 +241,7 @@ def write_png(frame: Any, path: str | Path, *, metadata: Optional[dict] = None, 
     return _publish_with_sidecar(staged, metadata, overwrite)
 
 
-def write_result(result: Any, path: str | Path, overwrite: bool = False, crf: int = 18,
+def write_result(result: Any, path: str | Path, overwrite: bool = False, crf: int = DEFAULT_CRF,
                  lossless: bool = False) -> Path:
     """Write a pipeline Result: MP4 when it has several frames, PNG (always exact) for a single one."""
     frames = _as_frames(result.frames)
