@@ -62,7 +62,7 @@ def rendered(i: int, colour: str, shape: str, direction: str, planned: int = 17)
     return scene, ((render(scene, 17) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
 
 
-def t2v(pipeline, cases: CaseSet, **sampling) -> list[dict[str, bool]]:
+def t2v(pipeline, cases: CaseSet, **sampling) -> list[dict]:
     out = []
     for colour, shape, direction in cases.prompts:
         for seed in cases.seeds:
@@ -72,7 +72,7 @@ def t2v(pipeline, cases: CaseSet, **sampling) -> list[dict[str, bool]]:
     return out
 
 
-def i2v(pipeline, cases: CaseSet, folder: Path, **sampling) -> list[dict[str, bool]]:
+def i2v(pipeline, cases: CaseSet, folder: Path, **sampling) -> list[dict]:
     """Also whether frame 1 still shows the shape where the given frame had it ("kept")."""
     out = []
     for i, (colour, shape, direction) in enumerate(cases.prompts):
@@ -87,7 +87,7 @@ def i2v(pipeline, cases: CaseSet, folder: Path, **sampling) -> list[dict[str, bo
     return out
 
 
-def extend(pipeline, cases: CaseSet, folder: Path, **sampling) -> list[dict[str, bool]]:
+def extend(pipeline, cases: CaseSet, folder: Path, **sampling) -> list[dict]:
     out = []
     for i, (colour, shape, direction) in enumerate(cases.prompts):
         _, clip = rendered(i, colour, shape, direction, planned=33)
