@@ -6,7 +6,7 @@ and seed: t2v from the caption; i2v from a rendered first frame (PNG); extend fr
 17-frame clip (MP4), judged on the new frames only.
 
     python -m engine.train.evaluate --model tiny --set held-out
-    python -m engine.train.evaluate --model /tmp/tiny-model --set tuning --cfg 3 --tau 0.5
+    python -m engine.train.evaluate --model /tmp/tiny-model --set tuning --modes t2v extend --cfg 3 --tau 0.5
 """
 from __future__ import annotations
 
@@ -111,13 +111,17 @@ def counts(cases: Sequence[dict]) -> dict[str, int]:
     return {"seen": sum(all(c[k] for k in SEEN) for c in cases), **{k: sum(c[k] for c in cases) for k in keys}}
 
 
+MODES = {"t2v": t2v, "i2v": i2v, "extend": extend}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from engine import load_pipeline
+    from engine.errors import InfinistarError
 
     parser = argparse.ArgumentParser(prog="python -m engine.train.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="tiny", help="preset name or model folder [tiny]")
     parser.add_argument("--set", choices=tuple(SETS), default="tuning")
-    parser.add_argument("--modes", default="t2v,i2v,extend")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--cfg", type=float)
     parser.add_argument("--tau", type=float, help="tau_image and tau_video")
     parser.add_argument("--threads", type=int, default=1)
@@ -125,17 +129,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     sampling = {k: v for k, v in {"cfg": args.cfg, "tau_image": args.tau, "tau_video": args.tau}.items()
                 if v is not None}
-    pipeline = load_pipeline(args.model, device="cpu")
     cases = SETS[args.set]
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in args.modes.split(","):
-            run = {"t2v": lambda: t2v(pipeline, cases, **sampling),
-                   "i2v": lambda: i2v(pipeline, cases, Path(tmp), **sampling),
-                   "extend": lambda: extend(pipeline, cases, Path(tmp), **sampling)}[mode]
-            result = counts(run())
-            total = len(cases.prompts) * len(cases.seeds)
-            print(f"{mode:7s} of {total}: " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)
-
+    total = len(cases.prompts) * len(cases.seeds)
+    try:
+        pipeline = load_pipeline(args.model, device="cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            for mode in args.modes:
+                if mode == "t2v":
+                    judged = t2v(pipeline, cases, **sampling)
+                else:
+                    judged = MODES[mode](pipeline, cases, Path(tmp), **sampling)
+                print(f"{mode:7s} of {total}: " + " ".join(f"{k}={v}" for k, v in counts(judged).items()), flush=True)
+    except InfinistarError as error:
+        parser.exit(1, f"error: {error}\n")
 
 if __name__ == "__main__":
     main()

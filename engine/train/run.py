@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file, save_model
 
 from engine import presets
-from engine.checkpoints.loading import TINY_TEXT_WEIGHTS, VAE_SAFETENSORS
+from engine.checkpoints.loading import TINY_TEXT_WEIGHTS, VAE_SAFETENSORS, load_vae
 from engine.model.text_encoder import TextEncoder
 from engine.model.transformer import InfinityTransformer
 from engine.model.vae import VideoVAE
@@ -82,15 +82,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             logging.info("%s step %d %s (%.0f s)", phase, step, shown, time.perf_counter() - start)
 
     if args.phase in ("all", "vae"):
-        from engine.checkpoints.loading import load_vae
-
         start_vae = load_vae(preset, args.resume_vae, torch.device("cpu")) if args.resume_vae else None
         vae = train_vae(preset, cfg, log, start_vae, lambda v: save_model_folder(args.out, preset, vae=v))
         save_model_folder(args.out, preset, vae=vae)
         logging.info("VAE done after %.0f s", time.perf_counter() - start)
     else:
-        from engine.checkpoints.loading import load_vae
-
         vae = load_vae(preset, Path(args.out), torch.device("cpu"))
     if args.phase in ("all", "transformer"):
         start_model = start_text = None
