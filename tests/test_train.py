@@ -15,6 +15,7 @@ from engine.model.schedule import build_schedule
 from engine.train.config import TrainConfig
 from engine.train.transformer_phase import (init_transformer, random_reps, step_index, teacher_forced_logits,
                                             train_transformer, uncached_reps)
+from engine.train.packed_attention import forward_visible, packed_visibility, row_groups
 from engine.train.vae_phase import train_vae, vae_loss
 from engine.model.transformer import InfinityTransformer
 from engine.model.vae import VideoVAE, vae_config
@@ -144,3 +145,24 @@ def test_transformer_steps_reduce_the_loss():
     assert len(losses) == 25 and sum(losses[-5:]) / 5 < losses[0] - 0.05
     assert not any(p.requires_grad for p in model.parameters())
     assert not any(p.requires_grad for p in text.model.parameters())
+
+
+def test_attending_to_the_visible_keys_only_equals_the_masked_forward(model):
+    """`forward_visible` (per group of identical mask rows, visible keys only) gives the masked
+    `forward_blocks` result, text padding included."""
+    schedule = build_schedule(TINY, 33)
+    extra = [(i.index, 0) for i in schedule.infos if i.last_use > i.index]
+    mask = packed_visibility(schedule, 6, extra)
+    groups = row_groups(mask)
+    assert sum(e - s for s, e, _ in groups) == mask.shape[0] and len(groups) == len(schedule.infos) + len(extra) + 1
+    for s, e, cols in groups:
+        assert torch.equal(mask[s:e], mask[s:s + 1].expand(e - s, -1)) and torch.equal(mask[s].nonzero().flatten(), cols)
+    g = torch.Generator().manual_seed(4)
+    n, c = mask.shape[0], TINY.transformer.embed_dim
+    x = torch.randn(2, n, c, generator=g)
+    angle = torch.rand(n, TINY.transformer.head_dim // 2, generator=g) * 6.3
+    rope = torch.stack([angle.cos(), angle.sin()])
+    keys = torch.ones(2, n, dtype=torch.bool)
+    keys[1, -2:] = False  # the second sample's text is two tokens shorter
+    dense = model.forward_blocks(x, rope, attn_mask=mask[None, None] & keys[:, None, None, :])
+    torch.testing.assert_close(forward_visible(model, x, rope, mask, keys), dense, atol=2e-5, rtol=1e-4)

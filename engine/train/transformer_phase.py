@@ -19,13 +19,14 @@ import torch.nn.functional as F
 
 from engine.model.latent_bits import LatentAccumulator, encode_bits
 from engine.model.rope import text_rope, visual_rope
-from engine.model.schedule import Schedule, build_schedule, dense_visibility
+from engine.model.schedule import Schedule, build_schedule
 from engine.model.text_encoder import TextEncoder, prompt_text
 from engine.model.transformer import InfinityTransformer
 from engine.model.vae import VideoVAE
 from engine.presets import Preset
 from engine.train import synthetic
 from engine.train.config import Log, TrainConfig, lr_at, no_log
+from engine.train.packed_attention import forward_visible, packed_visibility
 
 
 def init_transformer(model: InfinityTransformer, seed: int = 0) -> InfinityTransformer:
@@ -100,35 +101,6 @@ def scale_inputs(bits: Sequence[torch.Tensor], schedule: Schedule, reps: Sequenc
     return [found[w] for w in wanted]
 
 
-def packed_visibility(schedule: Schedule, text_len: int, extra: Sequence[tuple[int, int]] = ()) -> torch.Tensor:
-    """`schedule.dense_visibility` over [scales | extra segments | text]: an extra segment sees
-    itself, the text and its scale's ref_sids, as the sampler's uncached repetition does; no
-    other token sees it."""
-    base = dense_visibility(schedule, text_len)
-    if not extra:
-        return base
-    visual = base.shape[0] - text_len
-    starts = [0]
-    for info in schedule.infos:
-        starts.append(starts[-1] + info.tokens)
-    added = sum(schedule.infos[si].tokens for si, _ in extra)
-    n = visual + added + text_len
-    mask = torch.zeros(n, n, dtype=torch.bool)
-    mask[:visual, :visual] = base[:visual, :visual]
-    mask[:visual, visual + added:] = base[:visual, visual:]
-    mask[visual + added:, visual + added:] = base[visual:, visual:]
-    pos = visual
-    for si, _ in extra:
-        info = schedule.infos[si]
-        rows = slice(pos, pos + info.tokens)
-        mask[rows, rows] = True
-        mask[rows, visual + added:] = True
-        for r in info.ref_sids:
-            mask[rows, starts[r]:starts[r + 1]] = True
-        pos += info.tokens
-    return mask
-
-
 def teacher_forced_logits(model: InfinityTransformer, schedule: Schedule, text: torch.Tensor,
                           text_valid: torch.Tensor | None, bits: Sequence[torch.Tensor],
                           reps: Sequence[int], extra: Sequence[tuple[int, int]] = ()) -> list[torch.Tensor]:
@@ -145,12 +117,12 @@ def teacher_forced_logits(model: InfinityTransformer, schedule: Schedule, text: 
     rope = torch.cat(
         [visual_rope(schedule, si, rep, cfg.head_dim, cfg.text_maxlen, cfg.rope_base) for si, rep in wanted]
         + [text_rope(text.shape[1], cfg.head_dim, cfg.rope_base)], dim=1)
-    mask = packed_visibility(schedule, text.shape[1], extra).to(text.device)[None, None]
+    mask = packed_visibility(schedule, text.shape[1], extra).to(text.device)
+    keys = None
     if text_valid is not None:
         visual = tokens.shape[1] - text.shape[1]
         keys = torch.cat([torch.ones(text.shape[0], visual, dtype=torch.bool, device=text.device), text_valid], 1)
-        mask = mask & keys[:, None, None, :]
-    hidden = model.forward_blocks(tokens, rope, attn_mask=mask)
+    hidden = forward_visible(model, tokens, rope, mask, keys)
     out, start = [], 0
     for si, _ in wanted:
         info = schedule.infos[si]
