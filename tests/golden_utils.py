@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from engine import presets
 from engine.presets import SamplingConfig
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -30,11 +32,15 @@ def golden_meta(name: str) -> dict:
 # own defaults are tuned for the trained tiny model and may differ.
 GOLDEN_SAMPLING = SamplingConfig()
 
+# The tiny preset (architecture, base scales, VAE) with the fixtures' own repetitions, which the tiny
+# preset's may leave: config.json's image_scale_repetition / video_scale_repetition.
+_TINY = presets.get("tiny")
+GOLDEN_PRESET = replace(_TINY, schedule=replace(_TINY.schedule, image_rep=(2, 2, 2, 2), video_rep=(2, 2, 1, 1)))
+
 
 def tiny_model():
-    from engine import presets
     from engine.model.transformer import InfinityTransformer
 
-    model = InfinityTransformer(presets.get("tiny").transformer)
+    model = InfinityTransformer(GOLDEN_PRESET.transformer)
     model.load_state_dict(golden("tiny_transformer"), strict=True)
     return model.eval().requires_grad_(False)

@@ -19,7 +19,7 @@ from engine.model.eight_bit import QuantLinear
 from engine.request import GenerationRequest
 from engine.model.rope import text_rope, visual_rope
 from engine.model.schedule import build_schedule, dense_visibility, kv_cache_elements
-from golden_utils import golden, golden_meta, tiny_model
+from golden_utils import GOLDEN_PRESET, golden, golden_meta, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOLERANCE = {"int8": (0.25, 0.04), "fp8": (0.75, 0.16)}  # (max |diff|, relative L2)
@@ -28,7 +28,7 @@ TOLERANCE = {"int8": (0.25, 0.04), "fp8": (0.75, 0.16)}  # (max |diff|, relative
 def teacher_forced_logits(model, name="tf_video", frames=17):
     """Detail and semantic logits of the golden teacher-forced sequence, [1, L, 128 + 32]."""
     g, meta = golden(name), golden_meta(name)
-    schedule = build_schedule(presets.get("tiny"), frames)
+    schedule = build_schedule(GOLDEN_PRESET, frames)
     ropes = [visual_rope(schedule, si, row - schedule.infos[si].rope_rows[0], 32)
              for si, row in meta["rope_sid_real_sid"]]
     rope = torch.cat([torch.cat(ropes, dim=1), text_rope(meta["text_len"], 32)], dim=1)
@@ -171,7 +171,7 @@ def test_row_chunked_sampling_with_padded_negative_prompt(monkeypatch):
     from engine.model import transformer
     from engine.generate.sampling import TextCondition, sample_latent
 
-    preset = presets.get("tiny")
+    preset = GOLDEN_PRESET  # the golden weights, on their own schedule
     schedule = build_schedule(preset, 17)
     gen = torch.Generator().manual_seed(0)
     text = TextCondition(torch.randn(5, 48, generator=gen), torch.randn(3, 48, generator=gen))

@@ -3,17 +3,16 @@
 import pytest
 import torch
 
-from engine import presets
 from engine.model.latent_bits import bits_to_codes, encode_bits, latent_from_bits, resample_channels_space
 from engine.model.schedule import build_schedule
-from golden_utils import golden, golden_meta
+from golden_utils import GOLDEN_PRESET, golden, golden_meta
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_encode_image_bits_exact():
     g = golden("vae_encode_image")
-    bits = encode_bits(g["raw_features"], build_schedule(presets.get("tiny"), 1))
+    bits = encode_bits(g["raw_features"], build_schedule(GOLDEN_PRESET, 1))
     assert len(bits) == 8
     for i, b in enumerate(bits):
         assert b.dtype == torch.uint8 and torch.equal(b, g[f"bits.{i:02d}"])
@@ -23,14 +22,14 @@ def test_encode_image_bits_exact():
 def test_encode_matches_teacher_forcing_labels(name, frames):
     """The training path records one repetition per scale; ours records all, in step order."""
     g, meta = golden(name), golden_meta(name)
-    bits = encode_bits(g["raw_features"], build_schedule(presets.get("tiny"), frames))
+    bits = encode_bits(g["raw_features"], build_schedule(GOLDEN_PRESET, frames))
     for si, row in meta["rope_sid_real_sid"]:
         assert torch.equal(bits[row].flatten(1, 3), g[f"gt_bits.{si:02d}"])
 
 
 def test_bits_to_latent_matches_sampler_sum():
     g = golden("infer_t2i_fp32attn")
-    latent = latent_from_bits([g[f"bits.{i:02d}"] for i in range(8)], build_schedule(presets.get("tiny"), 1))
+    latent = latent_from_bits([g[f"bits.{i:02d}"] for i in range(8)], build_schedule(GOLDEN_PRESET, 1))
     assert torch.equal(latent, g["summed_codes"])
 
 
@@ -46,4 +45,4 @@ def test_code_values_and_channel_interpolation():
 
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="does not match"):
-        encode_bits(torch.zeros(1, 64, 2, 3, 4), build_schedule(presets.get("tiny"), 1))
+        encode_bits(torch.zeros(1, 64, 2, 3, 4), build_schedule(GOLDEN_PRESET, 1))

@@ -5,16 +5,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine import presets
 from engine.generate import sampling as sampling_mod
 from engine.model.latent_bits import encode_bits, latent_from_bits
 from engine.generate.sampling import TextCondition, guide, sample_latent
 from engine.model.schedule import build_schedule
-from golden_utils import GOLDEN_SAMPLING, golden, golden_meta, tiny_model
+from golden_utils import GOLDEN_PRESET, GOLDEN_SAMPLING, golden, golden_meta, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = presets.get("tiny")
+TINY = GOLDEN_PRESET  # the fixtures' schedule, not necessarily the tiny preset's
 
 
 @pytest.fixture(scope="module")

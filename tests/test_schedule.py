@@ -1,3 +1,6 @@
+import json
+from dataclasses import replace
+
 import pytest
 
 from engine import presets
@@ -12,6 +15,7 @@ from engine.model.schedule import (
     pt2scale_schedule,
     template_table,
 )
+from golden_utils import GOLDEN, GOLDEN_PRESET
 
 # pipeline spec §3.2: rows = area size index, columns = ratios 1, 100/116, 3/4, 2/3, 9/16, 1/2, 2/5, 1/3
 BASE_TABLE = """
@@ -133,7 +137,7 @@ def test_invalid_frames():
 
 
 def test_tiny_schedule_matches_golden():
-    tiny = presets.get("tiny")
+    tiny = GOLDEN_PRESET
     image = [(1, 1, 1), (1, 2, 2), (1, 2, 3), (1, 3, 4)]
     assert list(build_schedule(tiny, 1).scales) == image
     video = build_schedule(tiny, 17)
@@ -141,6 +145,15 @@ def test_tiny_schedule_matches_golden():
     assert (video.latent_frames, video.pixel_size, video.num_steps, video.template) == (5, (48, 64), 14, None)
     assert [i.bits for i in video.infos] == [16, 16, 64, 64] * 2
     assert [i.rope_rows[0] for i in video.infos] == [0, 2, 4, 6, 8, 10, 12, 13]
+    overrides = json.loads((GOLDEN / "config.json").read_text())["args_overrides"]
+    assert [list(GOLDEN_PRESET.schedule.image_rep), list(GOLDEN_PRESET.schedule.video_rep)] == [
+        json.loads(overrides["image_scale_repetition"]), json.loads(overrides["video_scale_repetition"])]
+
+
+def test_tiny_preset_differs_from_the_golden_one_only_in_repetitions():
+    tiny = presets.get("tiny")
+    reps = {"image_rep": tiny.schedule.image_rep, "video_rep": tiny.schedule.video_rep}
+    assert tiny == replace(GOLDEN_PRESET, schedule=replace(GOLDEN_PRESET.schedule, **reps))
 
 
 def test_rope_positions_appendix_a():

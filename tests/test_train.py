@@ -60,8 +60,11 @@ def test_uncached_repetitions_are_trained_as_the_sampler_runs_them(model):
                         torch.Generator().manual_seed(6), keep_bits=True, trace=True)
     reps = random_reps(schedule, torch.Generator().manual_seed(1))
     extra = uncached_reps(schedule, torch.Generator().manual_seed(1))
-    cached = [i.index for i in schedule.infos if i.last_use > i.index]
-    assert extra == [(si, 0) for si in cached] and cached  # tiny: the image's last scale, 2 repetitions
+    cached = [i for i in schedule.infos if i.last_use > i.index]
+    assert cached and all(i.repetitions > 1 for i in cached)  # tiny: the image's last scale
+    # one earlier (not the last, cached) repetition of every cached scale
+    assert [si for si, _ in extra] == [i.index for i in cached]
+    assert all(0 <= rep < schedule.infos[si].repetitions - 1 for si, rep in extra)
     with_extra = teacher_forced_logits(model, schedule, text[None], None, out.bits, reps, extra)
     plain = teacher_forced_logits(model, schedule, text[None], None, out.bits, reps)
     assert len(with_extra) == len(plain) + len(extra)

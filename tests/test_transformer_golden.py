@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from engine import presets
 from engine.model.rope import text_rope, visual_rope
 from engine.model.schedule import build_schedule, dense_visibility
-from golden_utils import golden, golden_meta, tiny_model
+from golden_utils import GOLDEN_PRESET, golden, golden_meta, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -19,7 +18,7 @@ def model():
 @pytest.mark.parametrize("name,frames", [("tf_image", 1), ("tf_video", 17)])
 def test_teacher_forced_forward(model, name, frames):
     g, meta = golden(name), golden_meta(name)
-    schedule = build_schedule(presets.get("tiny"), frames)
+    schedule = build_schedule(GOLDEN_PRESET, frames)
     assert [list(s) for s in schedule.scales] == meta["scale_schedule"]
     # The training forward picks one repetition per scale; its RoPE row is the global step index.
     ropes = []
@@ -48,7 +47,7 @@ def test_meta_construction_allocates_nothing():
     with torch.device("meta"):
         from engine.model.transformer import InfinityTransformer
 
-        model = InfinityTransformer(presets.get("tiny").transformer)
+        model = InfinityTransformer(GOLDEN_PRESET.transformer)
     assert all(p.is_meta for p in model.parameters())
     assert model.state_dict().keys() == golden("tiny_transformer").keys()
 
@@ -59,5 +58,5 @@ def test_single_chunk_uses_blocks_prefix():
     from engine.model.transformer import InfinityTransformer
 
     with torch.device("meta"):
-        model = InfinityTransformer(replace(presets.get("tiny").transformer, block_chunks=1))
+        model = InfinityTransformer(replace(GOLDEN_PRESET.transformer, block_chunks=1))
     assert "blocks.3.attn.q_proj.weight" in model.state_dict()
