@@ -35,8 +35,9 @@ def two_ranks(tmp_path_factory):
 @pytest.mark.slow
 def test_teacher_forced_logits_equal_the_single_process_ones(two_ranks):
     single, ranks = two_ranks
+    steps = build_schedule(presets.get("tiny"), 17).num_steps
     for record in ranks:
-        assert len(record["forced_logits"]) == len(single["logits"]) == build_schedule(presets.get("tiny"), 17).num_steps
+        assert len(record["forced_logits"]) == len(single["logits"]) == steps
         for step, (mine, ref) in enumerate(zip(record["forced_logits"], single["logits"])):
             assert mine.shape == ref.shape
             # 1e-5 of the logits' scale: summing the row-parallel halves rounds differently in fp32
