@@ -1,13 +1,15 @@
 """The semantic judge names what a viewer sees in rendered shape videos."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
 from engine.train import synthetic
-from engine.train.judge import judge
+from engine.train import evaluate
+from engine.train.judge import MIN_SPEED, judge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,6 +43,18 @@ def test_an_object_fading_in_is_missing_from_the_first_frame():
     assert (verdict.colour, verdict.direction) == ("green", "right")
     frames[-1] = 0
     assert not judge(frames).last_present
+
+
+def test_an_object_that_only_drifts_is_still():
+    scene = synthetic.sample_scene(torch.Generator().manual_seed(3), colour="red", shape="square", direction="right")
+    for speed, seen in ((0.0, "still"), (0.2, "still"), (0.4, "right"), (scene.speed, "right")):
+        verdict = judge(_uint8(synthetic.render(dataclasses.replace(scene, speed=speed))))
+        assert (verdict.direction, verdict.colour, verdict.shape) == (seen, "red", "square"), speed
+    # The slowest continuations the evaluation asks for (the last 16 of a 33-frame plan) still move.
+    for i, (colour, shape, direction) in enumerate(evaluate.HELD_OUT.prompts + evaluate.TUNING.prompts):
+        scene, _ = evaluate.rendered(i, colour, shape, direction, planned=33)
+        assert scene.speed > 1.4 * MIN_SPEED
+        assert judge(_uint8(synthetic.render(scene, 33)[:, 17:])).direction == direction
 
 
 def test_a_black_clip_shows_nothing():

@@ -1,8 +1,9 @@
 """What a viewer sees in a synthetic-shape video: is the object there, which colour, shape, direction.
 
 Stricter than `synthetic.describe` (dominant colour + overall direction): `judge` also asks for
-the object at full brightness in the first and in the last frame, and names its shape from the
-fill ratio of its bounding box (circle pi/4 ~ 0.79, square ~ 1, upward triangle ~ 0.5).
+the object at full brightness in the first and in the last frame, names its shape from the
+fill ratio of its bounding box (circle pi/4 ~ 0.79, square ~ 1, upward triangle ~ 0.5), and
+calls an object that drifts slower than `MIN_SPEED` "still" rather than moving.
 
 Frames are uint8 RGB [T, H, W, 3]. A pixel belongs to the object when its brightest channel is at
 least `HALF` (half of full brightness); the object is *present* in a frame when it covers at least
@@ -22,6 +23,10 @@ MIN_AREA = 30  # px; the smallest training triangle covers ~65 px at 48x64
 # Bounding-box fill ratios between the prototypes (triangle 0.5, circle 0.79, square 1).
 TRIANGLE_BELOW = 0.66
 SQUARE_ABOVE = 0.90
+# px per frame of the centroid between the first and the last quarter of the frames; slower is
+# "still". The slowest training clip moves 0.75 px per frame (vertically, 17 frames), the slowest
+# continuation `evaluate.extend` asks for 0.375; a drift of 4 px a second is not a motion a viewer names.
+MIN_SPEED = 0.25
 
 
 @dataclass(frozen=True)
@@ -83,12 +88,15 @@ def _centroid(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _direction(mask: torch.Tensor) -> str | None:
-    """Direction of the object centroid from the first to the last quarter of the frames."""
+    """Direction of the object centroid from the first to the last quarter of the frames, or
+    "still" when it moves slower than `MIN_SPEED`."""
     quarter = max(1, mask.shape[0] // 4)
     early, late = mask[:quarter], mask[-quarter:]
     if not early.any() or not late.any():
         return None
     dx, dy = (_centroid(late) - _centroid(early)).tolist()
+    if max(abs(dx), abs(dy)) < MIN_SPEED * max(1, mask.shape[0] - quarter):
+        return "still"
     if abs(dx) >= abs(dy):
         return "right" if dx > 0 else "left"
     return "down" if dy > 0 else "up"
