@@ -7,8 +7,7 @@ import itertools
 import pytest
 import torch
 
-from engine.train import synthetic
-from engine.train import evaluate
+from engine.train import evaluate, synthetic
 from engine.train.judge import MIN_SPEED, judge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,7 +45,8 @@ def test_an_object_fading_in_is_missing_from_the_first_frame():
 
 
 def test_an_object_that_only_drifts_is_still():
-    scene = synthetic.sample_scene(torch.Generator().manual_seed(3), colour="red", shape="square", direction="right")
+    scene = synthetic.sample_scene(torch.Generator().manual_seed(3), colour="red", shape="square",
+                                   direction="right")
     for speed, seen in ((0.0, "still"), (0.2, "still"), (0.4, "right"), (scene.speed, "right")):
         verdict = judge(_uint8(synthetic.render(dataclasses.replace(scene, speed=speed))))
         assert (verdict.direction, verdict.colour, verdict.shape) == (seen, "red", "square"), speed

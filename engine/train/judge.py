@@ -25,7 +25,7 @@ TRIANGLE_BELOW = 0.66
 SQUARE_ABOVE = 0.90
 # px per frame of the centroid between the first and the last quarter of the frames; slower is
 # "still". The slowest training clip moves 0.75 px per frame (vertically, 17 frames), the slowest
-# continuation `evaluate.extend` asks for 0.375; a drift of 4 px a second is not a motion a viewer names.
+# continuation `evaluate.extend` asks for 0.38; 4 px a second at 16 fps is not a motion one names.
 MIN_SPEED = 0.25
 
 
