@@ -34,7 +34,7 @@ class Verdict:
     """What `judge` saw; `None` fields: nothing to judge (no object)."""
 
     colour: str | None
-    direction: str | None
+    direction: str | None  # "left", "right", "up", "down" or "still" (slower than MIN_SPEED)
     shape: str | None
     first_present: bool  # object at full brightness in frame 0
     last_present: bool  # ... and in the last frame
