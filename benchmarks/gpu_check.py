@@ -228,8 +228,13 @@ def main() -> int:
     else:
         device = torch.device("cuda")
     start = time.perf_counter()
+    out = args.out or (None if args.smoke else Path("gpu_check.json"))
     result = {"check": "benchmarks/gpu_check.py", "smoke": args.smoke, "environment": environment(device),
-              "reduced_steps": "every scale once (max_repeat_times 1)", "parity": parity(device), "cases": []}
+              "reduced_steps": "every scale once (max_repeat_times 1)", "cases": []}
+    try:
+        result["parity"] = parity(device)
+    except Exception as error:  # the model cases' figures are still worth having
+        result["parity"] = {"ok": False, "error": f"{type(error).__name__}: {error}"}
     print(f"parity ok: {result['parity']['ok']}", file=sys.stderr)
     for case in plan(args.smoke):
         name = case.pop("name")
@@ -243,11 +248,13 @@ def main() -> int:
             result["cases"].append(run_case(name, device=device, smoke=args.smoke, **case))
         except Exception as error:  # one failing mode must not hide the others' figures
             result["cases"].append({"case": name, "error": f"{type(error).__name__}: {error}"})
+        if out:  # what was measured so far survives a run stopped at its time limit
+            write_atomic(out, {**result, "seconds": time.perf_counter() - start, "ok": None})
     result["seconds"] = time.perf_counter() - start
     failed = not result["parity"]["ok"] or any("error" in c for c in result["cases"])
     result["ok"] = not failed
-    if args.out or not args.smoke:
-        write_atomic(args.out or Path("gpu_check.json"), result)
+    if out:
+        write_atomic(out, result)
     else:
         print(json.dumps(result, indent=1, default=str))
     print(f"gpu_check: {'ok' if not failed else 'FAILED'} in {result['seconds']:.0f} s", file=sys.stderr)
