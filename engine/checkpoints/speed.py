@@ -51,9 +51,15 @@ def uses_autocast(name: str, device: torch.device) -> bool:
 
 
 def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> None:
-    """torch.compile every transformer block in place (state-dict keys unchanged)."""
+    """torch.compile every transformer block's two tensor steps (`keys_values`, `attend_and_mlp`)
+    in place, with dynamic shapes; state-dict keys unchanged.
+
+    Not the whole `Block.forward`: its Python around them (how many past K/V entries, how many row
+    chunks, whether there is a mask) differs from scale to scale, and each difference compiled a new
+    graph until dynamo's recompile limit (8) left the remaining scales uncompiled."""
     for block in transformer.layers():
-        block.compile(dynamic=True, backend=backend)
+        for step in ("keys_values", "attend_and_mlp"):
+            setattr(block, step, torch.compile(getattr(block, step), dynamic=True, backend=backend))
 
 
 def configure(components, dtype: str = "auto", weights: str = "bf16", compile: bool = False):

@@ -99,7 +99,8 @@ class Attention(nn.Module):
         bs, n, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(bs, n, self.num_heads, self.head_dim)).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            apply_rope(q, rope), keys, values, attn_mask=attn_mask, enable_gqa=keys.shape[1] != self.num_heads
+            apply_rope(q, rope), keys, values, attn_mask=attn_mask,
+            enable_gqa=self.num_heads != self.num_kv_heads and not self._repeats_kv_heads(keys, attn_mask),
         )
         return self.o_proj(out.transpose(1, 2).reshape(bs, n, -1))
 
@@ -120,9 +121,14 @@ class Attention(nn.Module):
         """On CUDA the only fused kernel with native GQA (flash) takes no mask, and the
         memory-efficient one takes masks but no GQA: with a mask, repeat the K/V heads so SDPA
         does not fall back to the math kernel, which materialises every query-key score."""
-        if attn_mask is None or not keys.is_cuda or self.num_heads == self.num_kv_heads:
+        if not self._repeats_kv_heads(keys, attn_mask):
             return keys, values
         return repeat_kv_heads(keys, values, self.num_heads)
+
+    def _repeats_kv_heads(self, keys: torch.Tensor, attn_mask: torch.Tensor | None) -> bool:
+        """Whether `for_sdpa` repeats the K/V heads; decided without reading a shape, so that it
+        stays a plain bool when compiled with dynamic shapes."""
+        return attn_mask is not None and keys.is_cuda and self.num_heads != self.num_kv_heads
 
 
 def _with_past(past: Sequence[tuple[torch.Tensor, torch.Tensor]], k: torch.Tensor,
@@ -156,25 +162,38 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
 
     def forward(self, x, rope, past=(), attn_mask=None):
+        """x attends to `past` and itself; returns (out, k, v of x). A big input (more rows than
+        BLOCK_CHUNK_ROWS) makes the K/V of every row first, then runs each row chunk on its own."""
         bs, n, _ = x.shape
-        step = max(1, BLOCK_CHUNK_ROWS // bs)
-        if n <= step:
-            a, k, v = self.attn(self.input_layernorm(x), rope, past, attn_mask)
-            h = x + a
-            return h + self.mlp(self.post_attention_layernorm(h)), k, v
-        # Big input: K/V of every row first, then each row chunk attends and runs its MLP.
-        spans = _row_spans(n, step)
-        parts = [self.attn.project_kv(self.input_layernorm(x[:, s:e]), rope[:, s:e]) for s, e in spans]
-        k, v = torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2)
-        del parts
+        spans = _row_spans(n, max(1, BLOCK_CHUNK_ROWS // bs))
+        if len(spans) == 1:
+            k, v = self.keys_values(x, rope)
+        else:
+            parts = [self.keys_values(x[:, s:e], rope[:, s:e]) for s, e in spans]
+            k, v = torch.cat([p[0] for p in parts], dim=2), torch.cat([p[1] for p in parts], dim=2)
+            del parts
         keys, values = self.attn.for_sdpa(*_with_past(past, k, v), attn_mask)
+        if len(spans) == 1:
+            return self.attend_and_mlp(x, rope, keys, values, attn_mask), k, v
         per_query = attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] == n
         out = x.new_empty(x.shape)
         for s, e in spans:
             mask = attn_mask[..., s:e, :] if per_query else attn_mask
-            h = x[:, s:e] + self.attn.attend(self.input_layernorm(x[:, s:e]), rope[:, s:e], keys, values, mask)
-            out[:, s:e] = h + self.mlp(self.post_attention_layernorm(h))
+            out[:, s:e] = self.attend_and_mlp(x[:, s:e], rope[:, s:e], keys, values, mask)
         return out, k, v
+
+    # The two steps below take and return plain tensors, with no Python branching on shapes:
+    # they are what `engine.checkpoints.speed.compile_blocks` compiles.
+
+    def keys_values(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K (normed, rotated) and V of rows x [bs, L, C]."""
+        return self.attn.project_kv(self.input_layernorm(x), rope)
+
+    def attend_and_mlp(self, x: torch.Tensor, rope: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Rows x [bs, L, C] attend to keys/values, then the MLP; both residuals added."""
+        h = x + self.attn.attend(self.input_layernorm(x), rope, keys, values, attn_mask)
+        return h + self.mlp(self.post_attention_layernorm(h))
 
 
 class BlockChunk(nn.Module):
