@@ -32,10 +32,15 @@ def golden_meta(name: str) -> dict:
 # own defaults are tuned for the trained tiny model and may differ.
 GOLDEN_SAMPLING = SamplingConfig()
 
-# The tiny preset (architecture, base scales, VAE) with the fixtures' own repetitions, which the tiny
-# preset's may leave: config.json's image_scale_repetition / video_scale_repetition.
+# The tiny preset (base scales, VAE, depth) with the fixtures' own transformer width and repetitions,
+# which the tiny preset's may leave: config.json's embed_dim / num_heads / num_key_value_heads /
+# mlp hidden size and image_scale_repetition / video_scale_repetition.
 _TINY = presets.get("tiny")
-GOLDEN_PRESET = replace(_TINY, schedule=replace(_TINY.schedule, image_rep=(2, 2, 2, 2), video_rep=(2, 2, 1, 1)))
+GOLDEN_PRESET = replace(
+    _TINY,
+    transformer=replace(_TINY.transformer, embed_dim=64, num_heads=2, num_kv_heads=1, mlp_hidden=256),
+    schedule=replace(_TINY.schedule, image_rep=(2, 2, 2, 2), video_rep=(2, 2, 1, 1)),
+)
 
 
 def tiny_model():

@@ -1,9 +1,8 @@
-"""Multi-process test helpers: a tiny model with two K/V heads, and ranks started like torchrun does.
+"""Multi-process test helpers: the tiny model in a sharded folder, and ranks started like torchrun does.
 
-The shipped tiny model has 2 query heads sharing ONE K/V head, so it cannot be split in two by
-heads. `two_kv_head_model` writes the same model with its K/V head duplicated (2 query heads, 2
-K/V heads): grouped-query attention with a repeated K/V head is exactly multi-head attention with
-that head stored twice, so it computes what the tiny model computes, and splits over 2 ranks.
+The shipped tiny model has 4 query heads and 2 K/V heads, so it splits over 2 ranks by heads.
+`sharded_tiny_model` writes its weights as several shards with an index, the layout of the
+released checkpoints, so the ranks load what a real multi-GPU run loads.
 """
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from engine import presets
@@ -26,19 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = presets.get("tiny")
 
 
-def two_kv_head_model(root: Path) -> Path:
-    folder = root / "tiny-2kv"
+def sharded_tiny_model(root: Path) -> Path:
+    folder = root / "tiny-sharded"
     if folder.is_dir():
         return folder
     state = load_file(str(TINY_DIR / TINY.checkpoint_dir / "model.safetensors"))
-    for name in list(state):
-        if name.endswith(("attn.k_proj.weight", "attn.v_proj.weight")):
-            state[name] = torch.cat([state[name], state[name]], dim=0)
-    write_safetensors_dir(state, folder / TINY.checkpoint_dir, max_shard_bytes=300_000)  # sharded, with an index
+    write_safetensors_dir(state, folder / TINY.checkpoint_dir, max_shard_bytes=1_000_000)  # sharded, with an index
     shutil.copy(TINY_DIR / VAE_SAFETENSORS, folder / VAE_SAFETENSORS)
     (folder / TINY_TEXT_WEIGHTS).parent.mkdir(parents=True)
     shutil.copy(TINY_DIR / TINY_TEXT_WEIGHTS, folder / TINY_TEXT_WEIGHTS)
-    (folder / "infinistar.json").write_text(json.dumps({"name": "tiny", "transformer": {"num_kv_heads": 2}}))
+    (folder / "infinistar.json").write_text(json.dumps({"name": "tiny"}))
     return folder
 
 

@@ -123,17 +123,17 @@ def test_bad_setups_are_one_line_errors(clean_env, monkeypatch):
 @pytest.mark.slow
 def test_tensor_parallel_over_more_ranks_than_kv_heads_is_refused_before_loading(clean_env):
     args = ["--device", "cpu", "t2v", "a fox", "--model", "tiny", "--parallel", "tensor", "-o", "x.mp4"]
-    ranks = finish(start_ranks(args, 2, clean_env))
-    assert [code for code, _, _ in ranks] == [1, 1]
-    assert "must divide the model's 1 K/V head (and 2 query heads); start 1 process" in error_line_of(ranks[0][2])
-    assert not ranks[1][2].strip() and "loading" not in ranks[0][2] and not (clean_env / "x.mp4").exists()
+    ranks = finish(start_ranks(args, 3, clean_env))
+    assert [code for code, _, _ in ranks] == [1, 1, 1]
+    assert "must divide the model's 2 K/V heads (and 4 query heads); start 1 or 2 processes" in error_line_of(ranks[0][2])
+    assert not ranks[1][2].strip() and not ranks[2][2].strip() and "loading" not in ranks[0][2] and not (clean_env / "x.mp4").exists()
 
 
 @pytest.mark.slow
 def test_tensor_parallel_writes_one_file_from_rank_0(clean_env, tmp_path):
-    from parallel_helpers import two_kv_head_model
+    from parallel_helpers import sharded_tiny_model
 
-    folder = two_kv_head_model(tmp_path)
+    folder = sharded_tiny_model(tmp_path)
     args = ["--device", "cpu", "t2v", "a red square moving right", "--model", str(folder), "--parallel", "tensor",
             "--seed", "5", "-o", "tp.mp4", "--json"]
     ranks = finish(start_ranks(args, 2, clean_env))

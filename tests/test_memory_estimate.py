@@ -10,13 +10,13 @@ from engine import presets
 from engine.measure import memory
 from engine.model import eight_bit
 from engine.model.schedule import build_schedule, kv_cache_elements
-from golden_utils import tiny_model
+from golden_utils import GOLDEN_PRESET, tiny_model
 
 GIB = 2**30
 
 
 def test_transformer_bytes_match_the_modules():
-    cfg = presets.get("tiny").transformer
+    cfg = GOLDEN_PRESET.transformer
     model = tiny_model()
     block, rest = memory.transformer_bytes(cfg, "bf16")
     blocks = model.layers()

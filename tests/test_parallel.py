@@ -7,7 +7,8 @@ import torch.multiprocessing as mp
 
 from engine import presets
 from engine.model.schedule import build_schedule
-from parallel_helpers import free_port, two_kv_head_model
+from golden_utils import GOLDEN_PRESET
+from parallel_helpers import free_port, sharded_tiny_model
 from parallel_workers import frames, sample, tensor_parallel_rank
 
 RANKS = 2
@@ -15,11 +16,11 @@ RANKS = 2
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """The 2-K/V-head tiny model run in one process, then split over 2 ranks; both records."""
+    """The tiny model (2 K/V heads) run in one process, then split over 2 ranks; both records."""
     from engine.generate.pipeline import load_pipeline
 
     root = tmp_path_factory.mktemp("tp")
-    folder = two_kv_head_model(root)
+    folder = sharded_tiny_model(root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -71,5 +72,5 @@ def test_heads_that_do_not_divide_are_a_clear_error():
     from engine.parallel import tensor_parallel
 
     with pytest.raises(tensor_parallel.ParallelError, match="must divide the model's 1 K/V head .* start 1 process"):
-        tensor_parallel.check_ranks(presets.get("tiny").transformer, 2)
+        tensor_parallel.check_ranks(GOLDEN_PRESET.transformer, 2)
     assert tensor_parallel.valid_rank_counts(presets.get("720p").transformer) == [1, 2, 4, 8]

@@ -1,12 +1,16 @@
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from engine import presets
-from engine.errors import InfinistarError, UnknownPresetError
+from engine.errors import InfinistarError, RequestError, UnknownPresetError
 from engine.model.transformer import InfinityTransformer
+from engine.presets import SamplingConfig
+from golden_utils import GOLDEN_PRESET
 
 KEYS = Path(__file__).parent / "fixtures" / "keys"
 
@@ -39,11 +43,23 @@ def test_preset_settings():
     assert inter.sampling.guidance == "cfg" and inter.sampling.cfg_scale == 3
     assert inter.sampling.tau_image == inter.sampling.tau_video == 0.5
     assert p720.allowed_frames == (1, 81)
+    # The released models guide every scale alike; only the tiny one leaves its video detail unguided.
+    assert all(p.sampling.cfg_video_detail is None for p in (p720, p480, inter))
+    tiny = presets.get("tiny").sampling
+    assert (tiny.cfg_at(0, False), tiny.cfg_at(1, True), tiny.cfg_at(1, False)) == (1.5, 1.5, 1.0)
+    assert p720.sampling.cfg_at(1, False) == 34 and tiny.guided
+    assert not replace(tiny, cfg_scale=1.0).guided and replace(tiny, cfg_scale=1.0, cfg_video_detail=2.0).guided
 
 
-def test_tiny_matches_golden_config():
+@pytest.mark.parametrize("value", [math.nan, -1.0, "3"])
+def test_a_bad_video_detail_guidance_is_refused(value):
+    with pytest.raises(RequestError, match="sampling cfg_video_detail: .* is not a number"):
+        SamplingConfig(cfg_video_detail=value)
+
+
+def test_golden_preset_matches_golden_config():
     cfg = json.loads((Path(__file__).parent / "fixtures" / "golden" / "config.json").read_text())
-    t = presets.get("tiny").transformer
+    t = GOLDEN_PRESET.transformer
     arch = cfg["tiny_gpt_arch"]
     assert (t.depth, t.block_chunks, t.embed_dim, t.num_heads, t.num_kv_heads) == (
         arch["depth"], arch["block_chunks"], arch["embed_dim"], arch["num_heads"], arch["num_key_value_heads"])

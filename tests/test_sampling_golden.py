@@ -121,9 +121,32 @@ def test_negative_prompt_is_masked_not_padded(model):
 def test_cfg_guidance_and_no_guidance(model, text):
     cond, uncond = torch.randn(1, 4, 8), torch.randn(1, 4, 8)
     cfg = replace(GOLDEN_SAMPLING, guidance="cfg", cfg_scale=3.0)
-    torch.testing.assert_close(guide(torch.cat([cond, uncond]), cfg), 3 * cond - 2 * uncond)
+    torch.testing.assert_close(guide(torch.cat([cond, uncond]), cfg, 3.0), 3 * cond - 2 * uncond)
     plain = sample_latent(model, build_schedule(TINY, 1), text, replace(cfg, cfg_scale=1.0), trace=True)
     assert plain.trace[0].raw_logits.shape[0] == 1
+
+
+def test_video_detail_guidance_changes_only_the_video_clips_detail_scales(model):
+    """`cfg_video_detail` guides the detail scales of clips > 0 with its own scale; every other
+    scale keeps `cfg_scale` (all scales forced, so both runs see the same logits)."""
+    g = golden("tf_video")
+    schedule = build_schedule(TINY, 17)
+    forced = encode_bits(g["raw_features"], schedule)
+    cfg = replace(GOLDEN_SAMPLING, guidance="cfg", cfg_scale=3.0, tau_image=1.0, tau_video=1.0)
+    runs = [sample_latent(model, schedule, TextCondition(g["text_kv"]), s, forced_bits=forced,
+                          forced_scales=len(schedule.infos), trace=True)
+            for s in (cfg, replace(cfg, cfg_video_detail=1.0))]
+    steps = [info for info in schedule.infos for _ in range(info.repetitions)]
+    assert len(steps) == len(runs[0].trace) == len(runs[1].trace)
+    kinds = set()
+    for info, plain, split in zip(steps, *(r.trace for r in runs)):
+        torch.testing.assert_close(split.raw_logits, plain.raw_logits, atol=0, rtol=0)
+        detail = info.clip > 0 and not info.is_semantic
+        kinds.add(detail)
+        expected = split.raw_logits[:1] if detail else guide(split.raw_logits, cfg, 3.0)
+        torch.testing.assert_close(split.p1, expected.view(1, -1, 2).softmax(dim=-1)[0, :, 1])
+        assert torch.equal(split.p1, plain.p1) != detail
+    assert kinds == {True, False}
 
 
 def test_max_repeat_times_caps_steps(model, text):

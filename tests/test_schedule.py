@@ -150,10 +150,12 @@ def test_tiny_schedule_matches_golden():
         json.loads(overrides["image_scale_repetition"]), json.loads(overrides["video_scale_repetition"])]
 
 
-def test_tiny_preset_differs_from_the_golden_one_only_in_repetitions():
+def test_tiny_preset_differs_from_the_golden_one_only_in_width_and_repetitions():
     tiny = presets.get("tiny")
     reps = {"image_rep": tiny.schedule.image_rep, "video_rep": tiny.schedule.video_rep}
-    assert tiny == replace(GOLDEN_PRESET, schedule=replace(GOLDEN_PRESET.schedule, **reps))
+    width = {k: getattr(tiny.transformer, k) for k in ("embed_dim", "num_heads", "num_kv_heads", "mlp_hidden")}
+    assert tiny == replace(GOLDEN_PRESET, schedule=replace(GOLDEN_PRESET.schedule, **reps),
+                           transformer=replace(GOLDEN_PRESET.transformer, **width))
 
 
 def test_rope_positions_appendix_a():

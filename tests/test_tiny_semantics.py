@@ -16,14 +16,14 @@ from engine.train.evaluate import HELD_OUT, TUNING, rate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# What the shipped weights meet on the held-out cases (README "What it knows" has the counts).
-# Issue 19 asks for 0.9 on the four together; measured 30/36 (the tuning cases: 36/36).
-T2V_RATE = 0.8  # colour, direction and presence in the first and last frame, all together
-T2V_EACH = {"colour": 0.9, "direction": 0.85, "first": 0.9, "last": 0.85}
-CONDITIONED_RATE = 0.8  # i2v and extend, all four together
-# Issue 19 asks for 0.7; the tiny VAE draws every shape as a round blob (its own reconstructions of
-# rendered clips have the same fill for all three), so only circles are named right: a third.
-SHAPE_RATE = 0.3
+# What the shipped weights meet on the held-out cases (README "What it knows" has the counts): t2v
+# 36/36 on each criterion and all four together, shape 23/36; i2v and extend 36/36. Issue 19 asks
+# for 0.9 on the four together (asserted) and 0.7 for the shape (not reached: asserted at one case
+# below the measured 23/36).
+T2V_RATE = 0.9  # colour, direction and presence in the first and last frame, all together
+T2V_EACH = {"colour": 0.9, "direction": 0.9, "first": 0.9, "last": 0.9}
+CONDITIONED_RATE = 0.8  # i2v and extend, all four together (the issue's level)
+SHAPE_RATE = 0.6  # the VAE's own quantized reconstructions name 17/24 right (squares' corners)
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,14 @@ from engine.presets import SamplingConfig
 from engine.generate.sampling import TextCondition, sample_latent
 from engine.model.schedule import build_schedule
 from engine.train.config import TrainConfig
-from engine.train.transformer_phase import (init_transformer, random_reps, step_index, teacher_forced_logits,
+from engine.train.transformer_phase import (corrected_bits, init_transformer, random_reps, step_index, teacher_forced_logits,
                                             train_transformer, uncached_reps)
 from engine.train.packed_attention import forward_visible, packed_visibility, row_groups
-from engine.train.vae_phase import train_vae, vae_loss
+from engine.train.vae_phase import (autoencoder_loss, current_frame_only, train_vae, vae_decode_train,
+                                    vae_raw_features)
 from engine.model.transformer import InfinityTransformer
 from engine.model.vae import VideoVAE, vae_config
+from engine.model.vae_blocks import CausalConv3d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,12 +108,11 @@ def test_synthetic_clips_are_deterministic_and_captioned():
 def test_vae_steps_reduce_the_loss():
     torch.manual_seed(0)
     vae = VideoVAE(vae_config(TINY.vae)).train()
-    pixels, _ = synthetic.batch(0, 1)
-    schedule = build_schedule(TINY, 17)
+    frames, _ = synthetic.batch(0, 4, 1)
     opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
     losses = []
     for _ in range(4):
-        loss, _ = vae_loss(vae, pixels, schedule, 0.25, torch.Generator().manual_seed(0))
+        loss = autoencoder_loss(vae, frames, torch.Generator().manual_seed(0))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -119,24 +120,75 @@ def test_vae_steps_reduce_the_loss():
     assert losses[-1] < losses[0]
 
 
-def test_vae_training_warms_up_as_a_plain_autoencoder_then_quantizes():
+def test_vae_training_is_an_autoencoder_on_frames_then_sets_the_latent_scale():
     torch.manual_seed(0)
-    cfg = replace(TrainConfig(), vae_steps=4, ae_steps=2, vae_batch=1, vae_image_batch=2)
+    cfg = replace(TrainConfig(), vae_steps=3, vae_batch=2, latent_scale=0.25)
     logged = []
-    vae = train_vae(TINY, cfg, log=lambda phase, step, m: logged.append((step, sorted(m))))
-    assert [step for step, _ in logged] == [0, 1, 2, 3]
-    assert logged[0][1] == ["ae_rec", "loss"]  # single frames, no quantizer
-    assert {"rec", "commit", "image_rec"} <= set(logged[3][1])  # clips and frames, quantized
+    vae = train_vae(TINY, cfg, log=lambda phase, step, m: logged.append((phase, step, sorted(m))))
+    assert logged == [("vae", step, ["loss"]) for step in range(3)]
+    assert float(vae.scale_learnable_parameters[0]) == 0.25
+    causal = [m.conv.weight for m in vae.modules() if isinstance(m, CausalConv3d) and m.time_pad > 0]
+    assert causal and not any(w[:, :, :-1].any() for w in causal)  # time taps on the current frame
     assert not vae.training and not any(p.requires_grad for p in vae.parameters())
+    # The scale multiplies the encoder's latent and the decoder divides it out: same decode.
+    frames, _ = synthetic.batch(1, 1, 1)
+    with torch.no_grad():
+        latent = vae_raw_features(vae, frames, torch.Generator().manual_seed(0))
+        decoded = vae_decode_train(vae, latent)
+        vae.scale_learnable_parameters[0] = 1.0
+        unscaled = vae_raw_features(vae, frames, torch.Generator().manual_seed(0))
+        assert torch.allclose(latent, 0.25 * unscaled)
+        assert torch.allclose(vae_decode_train(vae, unscaled), decoded, atol=1e-5)
 
 
-def test_a_vae_phase_without_data_is_refused():
-    with pytest.raises(ValueError, match="vae_batch or vae_image_batch"):
-        TrainConfig(vae_batch=0, vae_image_batch=0)
-    result = subprocess.run([sys.executable, "-m", "engine.train", "--out", "unused", "--vae-batch", "0",
-                             "--vae-image-batch", "0"], capture_output=True, text=True)
+def test_time_taps_on_the_current_frame_keep_a_frame_and_stop_clips_mixing_their_frames():
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config(TINY.vae)).eval()
+    frame, _ = synthetic.batch(2, 1, 1)
+    clip, _ = synthetic.batch(3, 1, 17)
+    other = clip.clone()  # frames 1-4 (latent frame 1) from another clip
+    other[:, :, 1:5] = synthetic.batch(4, 1, 17)[0][:, :, 1:5]
+
+    def decoded(pixels):
+        return vae_decode_train(vae, vae_raw_features(vae, pixels, torch.Generator().manual_seed(0)))
+
+    with torch.no_grad():
+        single, mixed = decoded(frame), (decoded(clip) - decoded(other)).abs().amax(dim=(0, 1, 3, 4))
+        current_frame_only(vae)
+        assert torch.allclose(decoded(frame), single, atol=1e-5)  # the causal padding repeats frame 0
+        own = (decoded(clip) - decoded(other)).abs().amax(dim=(0, 1, 3, 4))
+    # Before, changing frames 1-4 changed every later frame; now only frames 1-4 themselves.
+    assert (mixed[5:] > 1e-3).all()
+    assert (own[1:5] > 1e-3).all() and not own[0] and not own[5:].any()
+
+
+def test_a_training_run_without_data_is_refused():
+    with pytest.raises(ValueError, match="vae_batch must be at least 1"):
+        TrainConfig(vae_batch=0)
+    result = subprocess.run([sys.executable, "-m", "engine.train", "--out", "unused", "--vae-batch", "0"],
+                            capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].endswith("vae_batch or vae_image_batch > 0")
+    assert result.stderr.strip().splitlines()[-1].endswith("vae_batch must be at least 1")
+
+
+def test_self_correction_flips_only_the_fed_bits_and_labels_what_corrects_them():
+    from engine.model.latent_bits import encode_bits, latent_from_bits
+    schedule = build_schedule(TINY, 17)
+    raw = torch.randn(2, 64, schedule.latent_frames, 3, 4, generator=torch.Generator().manual_seed(0)) * 0.4
+    clean = encode_bits(raw, schedule)
+    fed, labels = corrected_bits(raw, schedule)
+    assert all(torch.equal(a, c) and torch.equal(b, c) for a, b, c in zip(fed, labels, clean))
+    # Clip 0 is not flipped: it is quantized as alone; clip 1 is fed ~30 % flipped bits.
+    fed, labels = corrected_bits(raw, schedule, torch.tensor([0.0, 0.3]), torch.Generator().manual_seed(1))
+    assert all(torch.equal(a[0], c[0]) and torch.equal(b[0], c[0]) for a, b, c in zip(fed, labels, clean))
+    flipped = torch.cat([(a[1] != b[1]).flatten() for a, b in zip(fed, labels)]).float().mean()
+    assert 0.25 < flipped < 0.35
+    # The labels correct the flips: the fed bits, flips included, sum closer to the latent than the
+    # clean bits flipped as often without correction.
+    assert not torch.equal(labels[-1][1], clean[-1][1])
+    noise = torch.Generator().manual_seed(2)
+    uncorrected = [torch.where(torch.rand(c.shape, generator=noise) < 0.3, 1 - c, c) for c in clean]
+    assert (latent_from_bits(fed, schedule)[1] - raw[1]).norm() < (latent_from_bits(uncorrected, schedule)[1] - raw[1]).norm()
 
 
 def test_transformer_steps_reduce_the_loss():

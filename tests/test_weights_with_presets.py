@@ -16,6 +16,7 @@ from engine.checkpoints.weights import (
     write_safetensors_dir,
 )
 from engine.model.state_keys import check_keys
+from golden_utils import GOLDEN_PRESET
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -31,7 +32,7 @@ def test_released_key_table_passes_the_strict_check():
 def test_golden_tiny_checkpoint_loads_strictly(tmp_path):
     shutil.copy(FIXTURES / "golden" / "tiny_transformer.safetensors", tmp_path / "model.safetensors")
     with torch.device("meta"):
-        model = InfinityTransformer(presets.get("tiny").transformer)
+        model = InfinityTransformer(GOLDEN_PRESET.transformer)
     report = load_safetensors_dir(model, tmp_path, dtype_for=lambda k: torch.bfloat16 if k.startswith("block_chunks.") else None)
     assert report.tensors == 55
     assert model.layers()[0].attn.q_proj.weight.dtype == torch.bfloat16

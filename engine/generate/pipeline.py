@@ -258,6 +258,7 @@ class Pipeline:
             "seed": request.seed,
             "guidance": sampling.guidance,
             "cfg": sampling.cfg_scale,
+            "cfg_video_detail": sampling.cfg_video_detail,
             "apg_norm_threshold": sampling.apg_norm_threshold,
             "tau_image": sampling.tau_image,
             "tau_video": sampling.tau_video,

@@ -100,14 +100,15 @@ def apg_guidance(
     return cond + (scale - 1) * update
 
 
-def guide(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
-    """[bs, L, V] temperature-scaled logits -> [1, L, V]; rows are (cond, uncond) when bs == 2."""
+def guide(logits: torch.Tensor, sampling: SamplingConfig, scale: float) -> torch.Tensor:
+    """[bs, L, V] temperature-scaled logits -> [1, L, V] guided with `scale` (`sampling.cfg_at`);
+    rows are (cond, uncond) when bs == 2."""
     if logits.shape[0] == 1:
         return logits
     cond, uncond = logits[:1], logits[1:]
     if sampling.guidance == "cfg":
-        return sampling.cfg_scale * cond + (1 - sampling.cfg_scale) * uncond
-    return apg_guidance(cond, uncond, sampling.cfg_scale, sampling.apg_norm_threshold, sampling.apg_eta)
+        return scale * cond + (1 - scale) * uncond
+    return apg_guidance(cond, uncond, scale, sampling.apg_norm_threshold, sampling.apg_eta)
 
 
 def _text_prefix(
@@ -175,8 +176,7 @@ def sample_latent(
     keys = [c.key for c in conditions]
     if len(set(keys)) != len(keys) or TEXT_KEY in keys or not all(isinstance(k, str) for k in keys):
         raise ValueError(f"condition keys must be distinct strings other than {TEXT_KEY!r}")
-    guided = sampling.cfg_scale != 1
-    prefix, valid = _text_prefix(model, text, guided, device)
+    prefix, valid = _text_prefix(model, text, sampling.guided, device)
     bs, text_len = prefix.shape[:2]
 
     cache = KVCache(cfg.depth)
@@ -199,6 +199,7 @@ def sample_latent(
     for info in schedule.infos:
         n = min(info.repetitions, sampling.max_repeat_times)
         tau = sampling.tau_image if info.clip == 0 else sampling.tau_video
+        scale = sampling.cfg_at(info.clip, info.is_semantic)
         attend = (*info.ref_sids, TEXT_KEY, *cond_keys)
         before = sum(schedule.infos[r].tokens for r in info.ref_sids)
         mask = _key_mask(valid, before, cond_tokens + info.tokens)
@@ -208,7 +209,7 @@ def sample_latent(
             hidden = model.forward_blocks(x, rope, cache, attend, info.index if keep else None, mask)
             result.kv_cache_peak_bytes = max(result.kv_cache_peak_bytes, cache.num_bytes())
             raw = model.logits(hidden, info.is_semantic)
-            probs = guide(raw.mul(1 / tau), sampling).view(1, -1, 2).softmax(dim=-1)
+            probs = guide(raw.mul(1 / tau), sampling, scale).view(1, -1, 2).softmax(dim=-1)
             drawn = torch.multinomial(probs.view(-1, 2), num_samples=1, replacement=True, generator=generator)
             bits = drawn.view(1, *info.shape, info.bits).to(torch.uint8)
             forced = info.index < forced_scales

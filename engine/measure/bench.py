@@ -116,7 +116,7 @@ def generation_cost_for(preset: Preset, spec: BenchSpec, text_tokens: int) -> tu
     frames = frames_for(preset, mode, spec.seconds)
     schedule = build_schedule(preset, frames)
     sampling = sampling_for(preset, GenerationRequest(mode=mode, prompt="x", seed=spec.seed))
-    guided = sampling.cfg_scale != 1
+    guided = sampling.guided
     cost = generation_cost(schedule, preset.transformer, text_tokens, guided,
                            max_repeat_times=sampling.max_repeat_times)
     return cost, frames, guided

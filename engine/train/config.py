@@ -18,15 +18,13 @@ class TrainConfig:
     """Steps, batch sizes and learning rates of both phases (defaults: the shipped tiny model)."""
 
     seed: int = 0
-    vae_steps: int = 1500
-    ae_steps: int = 300  # first VAE steps: single frames only, plain L2 autoencoder (no quantizer)
-    vae_batch: int = 1
-    vae_lr: float = 1e-3  # 2e-3 leaves the tiny VAE colour-blind (brightness only)
-    commit_weight: float = 1.0
-    fg_weight: float = 5.0  # loss weight of shape pixels relative to the black background
-    vae_image_batch: int = 8  # extra single frames per VAE step: cheap colour/shape signal
-    raw_weight: float = 0.5  # also decode those frames' unquantized latent (direct encoder signal)
-    chroma_weight: float = 0.0  # extra L1 on the opponent colours R-G and R+G-2B
+    vae_steps: int = 2500  # autoencoder steps on single frames (`vae_phase`)
+    vae_batch: int = 8  # frames per VAE step
+    vae_lr: float = 1e-3  # 2e-3 left an earlier tiny VAE colour-blind (brightness only)
+    # The latent the transformer sees is the encoder's times this (`scale_learnable_parameters[0]`; the
+    # decoder divides it out). At 1 the latent (mean |component| 0.58) is several 1/8-sized codes deep,
+    # and the 2-4 video steps per scale of the tiny schedule lose the object in the later frames.
+    latent_scale: float = 0.5
     videos: int = 800  # clips encoded once for the transformer phase
     steps: int = 3000
     batch: int = 24
@@ -38,10 +36,13 @@ class TrainConfig:
     long_share: float = 0.5
     warmup: int = 100
     uncached_reps: int = 1  # 1: also train the earlier repetitions of cached scales (`uncached_reps`)
+    # Bitwise self-correction: each clip's fed bits flipped with a probability in [0, max_flip] (`corrected_bits`).
+    max_flip: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.vae_steps > self.ae_steps and not (self.vae_batch or self.vae_image_batch):
-            raise ValueError("the quantized VAE steps need clips or frames: vae_batch or vae_image_batch > 0")
+        for name in ("vae_batch", "batch", "videos"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
