@@ -39,6 +39,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # golden_utils: the fixtures' own model configuration
 
 from engine import presets  # noqa: E402
 from engine.measure import memory
@@ -49,11 +50,12 @@ from engine.measure.bench_report import Load  # noqa: E402
 from engine.measure.clocks import MemoryProbe  # noqa: E402
 from engine.measure.random_weights import random_components  # noqa: E402
 from engine.generate.pipeline import Pipeline  # noqa: E402
-from engine.presets import Preset, SamplingConfig, TransformerConfig  # noqa: E402
+from engine.presets import Preset, TransformerConfig  # noqa: E402
 from engine.generate.sampling import TextCondition, sample_latent  # noqa: E402
 from engine.model.schedule import build_schedule  # noqa: E402
 from engine.model.transformer import InfinityTransformer  # noqa: E402
 from engine.model.vae import VideoVAE, pixels_to_uint8, vae_config  # noqa: E402
+from golden_utils import GOLDEN_PRESET, GOLDEN_SAMPLING  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
 PHASES = {"encode": "encode_text", "sample": "sample", "decode": "decode"}  # estimate -> bench stage
@@ -88,13 +90,12 @@ def parity(device: torch.device) -> dict:
 
 
 def _parity(device: torch.device) -> dict:
-    tiny = presets.get("tiny")
     g = load_file(GOLDEN / "infer_t2i_fp32attn.safetensors")
-    model = InfinityTransformer(tiny.transformer)
+    model = InfinityTransformer(GOLDEN_PRESET.transformer)
     model.load_state_dict(load_file(GOLDEN / "tiny_transformer.safetensors"), strict=True)
     model = model.to(device).eval().requires_grad_(False)
     forced = [g[f"bits.{i:02d}"] for i in range(8)]
-    out = sample_latent(model, build_schedule(tiny, 1), TextCondition(g["text_kv"].to(device)), SamplingConfig(),
+    out = sample_latent(model, build_schedule(GOLDEN_PRESET, 1), TextCondition(g["text_kv"].to(device)), GOLDEN_SAMPLING,
                         torch.Generator(device=device).manual_seed(7), forced_bits=forced, forced_scales=4,
                         trace=True)
     logits = max(float((s.raw_logits.cpu() - g[f"raw_logits.{i:02d}"]).abs().max()) for i, s in enumerate(out.trace))
