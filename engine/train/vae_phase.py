@@ -49,7 +49,7 @@ def train_vae(preset: Preset, cfg: TrainConfig, log: Log = no_log, vae: VideoVAE
     synthetic frames per step at the preset's size, its latent scale then set to `cfg.latent_scale`.
 
     Single frames only: the causal VAE's later latent frames reuse the spatial path, and clips
-    made it worse (the moving object's four frames per latent frame come out as one blurred blob).
+    made it worse (a moving object came out as a blurred blob, at every temporal compression tried).
     What single frames cannot train, how a frame mixes with the ones before it, `current_frame_only`
     then sets to "not at all".
     """
