@@ -112,6 +112,21 @@ def test_stage_clock_cuts_events_into_stages_and_steps():
     assert all(s["peak_memory_bytes"] > 0 for s in clock.stages.values())
 
 
+def test_the_machine_is_probed_once_per_device_dtype_and_shape(monkeypatch):
+    import engine.measure.machine as machine
+
+    probed = []
+    monkeypatch.setattr(machine, "matmul_flops_per_second", lambda *shape, **kw: probed.append(shape) or 1e9)
+    machine.peak_flops.cache_clear()
+    cpu = torch.device("cpu")
+    first = machine.peak_flops(cpu, torch.float32, (8, 16, 32))
+    assert machine.peak_flops(cpu, torch.float32, (8, 16, 32)) is first and len(probed) == 2
+    machine.peak_flops(cpu, torch.bfloat16, (8, 16, 32))
+    machine.peak_flops(cpu, torch.float32, (4, 16, 32))
+    assert len(probed) == 6 and first.value == 1e9 and first.source == "best torch.matmul probe"
+    machine.peak_flops.cache_clear()
+
+
 def _check_report(report: dict, mode: str) -> None:
     env = report["environment"]
     assert env["device"] == "cpu" and env["dtype"] == "float32" and env["torch"] == torch.__version__

@@ -6,6 +6,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -99,9 +100,14 @@ def known_peak(device: torch.device) -> Optional[tuple[float, str]]:
     return None
 
 
+@lru_cache(maxsize=None)
 def peak_flops(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int]) -> PeakFlops:
     """The FLOP/s to compare against: the data-sheet peak when known, else the better of a matmul
-    of the model's representative `shape` and a large square one (small shapes under-use a machine)."""
+    of the model's representative `shape` and a large square one (small shapes under-use a machine).
+
+    Probed once per process for each (device, dtype, shape): the machine does not change between
+    the benches of one run (gpu_check's cases), and they are all compared with the same figure.
+    """
     probe = matmul_flops_per_second(*shape, device=device, dtype=dtype)
     side = 4096 if device.type == "cuda" else 1024
     large = matmul_flops_per_second(side, side, side, device=device, dtype=dtype)
