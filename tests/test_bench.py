@@ -116,7 +116,12 @@ def test_the_machine_is_probed_once_per_device_dtype_and_shape(monkeypatch):
     import engine.measure.machine as machine
 
     probed = []
-    monkeypatch.setattr(machine, "matmul_flops_per_second", lambda *shape, **kw: probed.append(shape) or 1e9)
+
+    def probe(*shape, **device_and_dtype) -> float:
+        probed.append(shape)
+        return 1e9
+
+    monkeypatch.setattr(machine, "matmul_flops_per_second", probe)
     machine.peak_flops.cache_clear()
     cpu = torch.device("cpu")
     first = machine.peak_flops(cpu, torch.float32, (8, 16, 32))

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def decoded(path) -> bytes:
     return read_video(path)[0].numpy().tobytes()
 
 
-def output(folder, mode: str, threads: str, index: int | str):
+def output(folder: Path, mode: str, threads: str, index: int | str) -> Path:
     return folder / f"{mode}_{threads}_{index}.{'png' if mode == 't2i' else 'mp4'}"
 
 
