@@ -290,7 +290,7 @@ _PRESETS: dict[str, Preset] = {
             # GOLDEN_PRESET). The shipped weights repeat the two detail scales more: quantized that way,
             # the VAE's reconstructions keep circle, square and triangle apart (21/24 against 2/24).
             image_rep=(2, 2, 4, 8),
-            video_rep=(2, 2, 2, 4),
+            video_rep=(2, 2, 4, 8),
             semantic_scales=2,
             detail_scale_min_tokens=6,
         ),

@@ -24,9 +24,9 @@ class TrainConfig:
     # The latent the transformer sees is the encoder's times this (`scale_learnable_parameters[0]`; the
     # decoder divides it out). At 1 the latent (mean |component| 0.58) is several 1/8-sized codes deep,
     # and the 2-4 video steps per scale of the tiny schedule lose the object in the later frames.
-    latent_scale: float = 0.5
+    latent_scale: float = 0.75
     videos: int = 800  # clips encoded once for the transformer phase
-    steps: int = 3000
+    steps: int = 3600
     batch: int = 24
     lr: float = 2e-3
     text_lr: float = 1e-3
