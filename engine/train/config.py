@@ -22,8 +22,10 @@ class TrainConfig:
     vae_batch: int = 8  # frames per VAE step
     vae_lr: float = 1e-3  # 2e-3 left an earlier tiny VAE colour-blind (brightness only)
     # The latent the transformer sees is the encoder's times this (`scale_learnable_parameters[0]`; the
-    # decoder divides it out). At 1 the latent (mean |component| 0.58) is several 1/8-sized codes deep,
-    # and the 2-4 video steps per scale of the tiny schedule lose the object in the later frames.
+    # decoder divides it out). The quantizer's codes are +-1/8 per step whatever the latent's size, so
+    # the scale trades depth for precision: at 1 (mean |component| 0.58) the 2-4 video steps per scale
+    # of an earlier schedule lost the object in the later frames; at 0.5 the squares' corners were
+    # lost to the quantization error (README, "The tiny model").
     latent_scale: float = 0.75
     videos: int = 800  # clips encoded once for the transformer phase
     steps: int = 3600
